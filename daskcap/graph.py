@@ -1,0 +1,262 @@
+"""The one module that knows about Dask: it wires the stages into a graph and runs it.
+
+read -> clip run as ``map_partitions`` over video rows; the client then packs
+clips into partitions bounded by their window count (so memory per task does
+not grow with video length); prepare -> preview -> write run as fused
+``map_partitions`` over those. Each partition returns only a light index of
+its windows plus per-stage seconds (in ``DataFrame.attrs``), which the client
+merges into the video table and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import dask.dataframe as dd
+import pandas as pd
+from distributed import Client, LocalCluster, as_completed
+
+from daskcap import schema
+from daskcap.stages.clip import FixedStrideClipStage, make_clips
+from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
+from daskcap.stages.preview import PreviewStage, make_previews
+from daskcap.stages.read import VideoReaderStage, list_videos, read_videos
+from daskcap.stages.write import INDEX_COLUMNS, ClipWriterStage, finish_videos, write_videos, write_windows
+from daskcap.storage import atomic_write_json, output_fs
+from daskcap.video.windows import split_windows
+
+log = logging.getLogger(__name__)
+
+STAGE_SECONDS = "daskcap_stage_seconds"
+OUTPUT_ENTRIES = ("windows", "videos", "previews", "clips", "summary.json")
+
+
+class JobError(RuntimeError):
+    """The job cannot start or finish; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Where the job runs: an existing scheduler, or an embedded LocalCluster."""
+
+    scheduler: str | None = None
+    n_workers: int | None = None  # embedded cluster; default one per core
+    windows_per_partition: int = 8
+
+    def __post_init__(self) -> None:
+        if self.n_workers is not None and self.n_workers < 1:
+            raise ValueError(f"n_workers must be >= 1, got {self.n_workers}")
+        if self.windows_per_partition < 1:
+            raise ValueError(f"windows_per_partition must be >= 1, got {self.windows_per_partition}")
+
+
+@dataclass(frozen=True)
+class Job:
+    reader: VideoReaderStage
+    clipper: FixedStrideClipStage
+    prepare: CaptionPreparationStage
+    writer: ClipWriterStage
+    preview: PreviewStage | None = None
+
+
+@dataclass
+class _Progress:
+    enabled: bool
+
+    def track(self, futures: list, description: str) -> Iterator:
+        if not self.enabled:
+            yield from as_completed(futures)
+            return
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(futures), desc=description, unit="part", dynamic_ncols=True) as bar:
+            for future in as_completed(futures):
+                bar.update(1)
+                yield future
+
+
+def _timed(frame: pd.DataFrame, stage: str, function: Callable, params: Any) -> pd.DataFrame:
+    """Run one stage on a partition, adding its seconds to the frame's attrs."""
+    seconds = dict(frame.attrs.get(STAGE_SECONDS, {}))
+    start = time.perf_counter()
+    result = function(frame, params)
+    seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
+    result.attrs[STAGE_SECONDS] = seconds
+    return result
+
+
+def _write_partition(frame: pd.DataFrame, writer: ClipWriterStage, partition_info: dict | None = None) -> pd.DataFrame:
+    number = partition_info["number"] if partition_info else 0
+    return _timed(frame, "write", lambda f, p: write_windows(f, p, f"part-{number:05d}"), writer)
+
+
+def _index_meta() -> pd.DataFrame:
+    return schema.empty_frame(schema.WINDOW_SCHEMA)[INDEX_COLUMNS]
+
+
+@contextlib.contextmanager
+def connect(options: ClusterOptions) -> Iterator[Client]:
+    """A client to ``options.scheduler``, or to a LocalCluster started here."""
+    if options.scheduler:
+        with Client(options.scheduler) as client:
+            yield client
+        return
+    n_workers = options.n_workers or os.cpu_count() or 1
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def plan_partitions(clips: pd.DataFrame, prepare: CaptionPreparationStage, windows_per_partition: int, n_workers: int) -> list[pd.DataFrame]:
+    """Pack consecutive clips into partitions of at most ``windows_per_partition``
+    expected windows (a bigger clip stays alone), with enough partitions to keep
+    every worker busy."""
+    if clips.empty:
+        return []
+    weights = [
+        max(1, len(split_windows(int(n), prepare.window_size, prepare.remainder_threshold)))
+        for n in clips["num_frames"]
+    ]
+    target = max(1, min(windows_per_partition, math.ceil(sum(weights) / (2 * n_workers))))
+    groups, start, load = [], 0, 0
+    for i, weight in enumerate(weights):
+        if load and load + weight > target:
+            groups.append(clips.iloc[start:i])
+            start, load = i, 0
+        load += weight
+    groups.append(clips.iloc[start:])
+    return [group.reset_index(drop=True) for group in groups]
+
+
+def prepare_output(writer: ClipWriterStage, overwrite: bool) -> None:
+    """Refuse to mix a new run into an old output, unless told to overwrite it."""
+    if writer.dry_run:
+        return
+    fs, root = output_fs(writer.output_path)
+    existing = [name for name in OUTPUT_ENTRIES if fs.exists(f"{root}/{name}")]
+    if existing and not overwrite:
+        raise JobError(
+            f"{writer.output_path} already holds a daskcap output ({', '.join(existing)}); "
+            "pass --overwrite (Pipeline(..., overwrite=True)) to replace it, or choose another output"
+        )
+    for name in existing:
+        fs.rm(f"{root}/{name}", recursive=True)
+    fs.makedirs(root, exist_ok=True)
+
+
+def _sum_seconds(frames: list[pd.DataFrame], into: dict[str, float]) -> None:
+    for frame in frames:
+        for stage, seconds in frame.attrs.get(STAGE_SECONDS, {}).items():
+            into[stage] = into.get(stage, 0.0) + seconds
+
+
+def _gather(client: Client, futures: list, progress: _Progress, description: str) -> tuple[list, list[tuple[int, BaseException]]]:
+    """Results in partition order; a failed partition is reported, not fatal."""
+    position = {future.key: i for i, future in enumerate(futures)}
+    results: list = [None] * len(futures)
+    failures = []
+    for future in progress.track(futures, description):
+        i = position[future.key]
+        if future.status == "error":
+            failures.append((i, future.exception()))
+        else:
+            results[i] = future.result()
+        future.release()
+    return results, failures
+
+
+def run_job(job: Job, options: ClusterOptions, *, overwrite: bool = False, progress: bool = True) -> dict:
+    """Run ``job`` to completion and return its summary (also in summary.json)."""
+    started = time.time()
+    prepare_output(job.writer, overwrite)
+    paths = list_videos(job.reader)
+    if paths.empty:
+        raise JobError(f"no videos found in {job.reader.input_video_path} (extensions: .mp4 .mov .avi .mkv .webm .mpg .m4v)")
+    tracker = _Progress(progress)
+    stage_seconds: dict[str, float] = {}
+    with connect(options) as client:
+        n_workers = max(1, len(client.scheduler_info()["workers"]))
+        log.info("dashboard: %s", client.dashboard_link)
+
+        videos_dd = dd.from_pandas(paths, npartitions=max(1, min(len(paths), 4 * n_workers)), sort=False)
+        videos_dd = videos_dd.map_partitions(_timed, "read", read_videos, job.reader, meta=schema.empty_frame(schema.VIDEO_SCHEMA))
+        clips_dd = videos_dd.map_partitions(_timed, "clip", make_clips, job.clipper, meta=schema.empty_frame(schema.CLIP_SCHEMA))
+        video_parts = videos_dd.to_delayed(optimize_graph=False)
+        clip_parts = clips_dd.to_delayed(optimize_graph=False)
+        futures = client.compute(video_parts + clip_parts)
+        parts, failures = _gather(client, futures, tracker, "probe")
+        if failures:
+            raise JobError(f"probing failed: {failures[0][1]!r}") from failures[0][1]
+        video_frames, clip_frames = parts[: len(video_parts)], parts[len(video_parts) :]
+        _sum_seconds(video_frames, stage_seconds)
+        # Clip partitions carry their read seconds too: take only "clip" from them.
+        stage_seconds["clip"] = sum(f.attrs.get(STAGE_SECONDS, {}).get("clip", 0.0) for f in clip_frames)
+        videos = pd.concat(video_frames, ignore_index=True)
+        clips = pd.concat(clip_frames, ignore_index=True)
+        clips.attrs.clear()
+
+        groups = plan_partitions(clips, job.prepare, options.windows_per_partition, n_workers)
+        index_parts, partition_failures = [], []
+        if groups:
+            windows_dd = dd.from_map(lambda group: group, groups, meta=schema.empty_frame(schema.CLIP_SCHEMA), enforce_metadata=False)
+            window_meta = schema.empty_frame(schema.WINDOW_SCHEMA)
+            windows_dd = windows_dd.map_partitions(_timed, "prepare", prepare_windows, job.prepare, meta=window_meta)
+            if job.preview is not None:
+                windows_dd = windows_dd.map_partitions(_timed, "preview", make_previews, job.preview, meta=window_meta)
+            index_dd = windows_dd.map_partitions(_write_partition, job.writer, meta=_index_meta())
+            futures = client.compute(index_dd.to_delayed())
+            results, failures = _gather(client, futures, tracker, "windows")
+            index_parts = [r for r in results if r is not None]
+            _sum_seconds(index_parts, stage_seconds)
+            for i, exc in failures:
+                log.error("partition %d failed: %r", i, exc)
+                partition_failures.append({"partition": i, "error": repr(exc), "videos": sorted(set(groups[i]["video_path"]))})
+        window_index = pd.concat(index_parts, ignore_index=True) if index_parts else _index_meta()
+
+    videos = finish_videos(videos, window_index, clips)
+    for failure in partition_failures:
+        mask = videos["video_path"].isin(failure["videos"])
+        videos.loc[mask, "status"] = schema.PARTIAL
+        videos.loc[mask, "error"] = f"a task failed: {failure['error']}"
+    write_videos(videos, job.writer)
+    wall_s = time.time() - started
+    summary = {
+        "input": job.reader.input_video_path,
+        "output": job.writer.output_path,
+        "wall_s": round(wall_s, 3),
+        "videos": {"total": len(videos), "by_status": videos["status"].value_counts().to_dict()},
+        "clips": {"total": len(clips)},
+        "windows": {"total": len(window_index), "by_status": window_index["status"].value_counts().to_dict()},
+        "windows_per_s": round(len(window_index) / wall_s, 3) if wall_s > 0 else None,
+        "stage_seconds": {stage: round(seconds, 3) for stage, seconds in stage_seconds.items()},
+        "partitions": len(groups),
+        "failed_partitions": partition_failures,
+        "cluster": {"scheduler": options.scheduler or "embedded LocalCluster", "n_workers": n_workers},
+        "config": {
+            "reader": asdict(job.reader),
+            "clipper": asdict(job.clipper),
+            "prepare": asdict(job.prepare),
+            "preview": asdict(job.preview) if job.preview else None,
+            "writer": asdict(job.writer),
+            "windows_per_partition": options.windows_per_partition,
+        },
+    }
+    if not job.writer.dry_run:
+        fs, root = output_fs(job.writer.output_path)
+        atomic_write_json(fs, f"{root}/summary.json", summary)
+    return summary

@@ -1,0 +1,229 @@
+"""CaptionPreparationStage: explode clips into caption windows with their model input.
+
+Each clip is decoded once, streaming: every decoded frame goes to its window's
+mp4 encoder (and the clip's), and the frames sampled for the model are resized
+to the model's pixel grid on the spot. No frame buffer grows with the clip.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+import numpy as np
+import pandas as pd
+
+from daskcap import schema
+from daskcap.prompts import CAPTION_PROMPTS, caption_prompt
+from daskcap.stages._params import check_choice, check_positive, check_range
+from daskcap.video.decode import DecodeStats, iter_clip_frames
+from daskcap.video.encode import Mp4Writer
+from daskcap.video.io import open_container
+from daskcap.video.probe import frame_rate
+from daskcap.video.windows import PIXEL_GRIDS, frame_size_for_model, num_sampled_frames, sample_indices, split_windows
+
+log = logging.getLogger(__name__)
+
+PREPROCESS_DTYPES = ("float32", "float16", "bfloat16")
+RESIZE_INTERPOLATION = "BICUBIC"  # what Qwen-VL's processor uses
+
+
+@dataclass(frozen=True)
+class CaptionPreparationStage:
+    """Windows and sampled frames per DESIGN.md §2, with the reference's parameters.
+
+    ``preprocess_dtype`` is the dtype the engine builds pixel values in; rows
+    always hold uint8 frames. ``model_does_preprocess`` keeps sampled frames at
+    the source size and leaves resizing to the model's processor.
+    ``clip_mp4`` (daskcap) also encodes each clip's own mp4 in the same decode.
+    """
+
+    model_variant: str = "qwen"
+    prompt_variant: str = "default"
+    prompt_text: str | None = None
+    sampling_fps: float = 2.0
+    window_size: int = 256
+    remainder_threshold: int = 128
+    model_does_preprocess: bool = False
+    preprocess_dtype: str = "float32"
+    generate_previews: bool = True
+    verbose: bool = False
+    clip_mp4: bool = True
+
+    def __post_init__(self) -> None:
+        check_choice("model_variant", self.model_variant, PIXEL_GRIDS)
+        check_choice("prompt_variant", self.prompt_variant, CAPTION_PROMPTS)
+        check_positive("sampling_fps", self.sampling_fps)
+        check_range("window_size", self.window_size, 4, integer=True)
+        check_range("remainder_threshold", self.remainder_threshold, 0, self.window_size, integer=True)
+        check_choice("preprocess_dtype", self.preprocess_dtype, PREPROCESS_DTYPES)
+
+
+@dataclass
+class _Window:
+    """One window being built while its clip decodes."""
+
+    index: int
+    start: int
+    end: int
+    sampled_indices: list[int]
+    height: int
+    width: int
+    frames: list[np.ndarray] = field(default_factory=list)
+    mp4: Mp4Writer | None = None
+    mp4_bytes: bytes | None = None
+
+
+class _ClipFailed(Exception):
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _plan_windows(num_frames: int, fps: float, height: int, width: int, params: CaptionPreparationStage) -> list[_Window]:
+    windows = []
+    for index, (start, end) in enumerate(split_windows(num_frames, params.window_size, params.remainder_threshold)):
+        count = num_sampled_frames(end - start + 1, fps, params.sampling_fps)
+        if params.model_does_preprocess:
+            size = (height, width)
+        else:
+            size = frame_size_for_model(height, width, count, PIXEL_GRIDS[params.model_variant])
+        windows.append(_Window(index, start, end, sample_indices(start, end, count), *size))
+    return windows
+
+
+def _decode_clip(clip, windows: list[_Window], params: CaptionPreparationStage, seek: bool) -> tuple[int, bytes | None]:
+    """Stream the clip once through every window; return (frames decoded, clip mp4)."""
+    stats = DecodeStats()
+    window_of = np.full(windows[-1].end + 1 if windows else 0, -1, dtype=np.int64)
+    for window in windows:
+        window_of[window.start : window.end + 1] = window.index
+    wanted = {i for w in windows for i in w.sampled_indices}
+    # A clip made of one window is its own mp4: encode it once.
+    clip_writer_needed = params.clip_mp4 and not (len(windows) == 1 and params.generate_previews)
+    clip_writer = None
+    writers: list[Mp4Writer] = []
+    try:
+        with open_container(clip.video_path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = frame_rate(stream) or Fraction(clip.fps).limit_denominator(100000)
+            frames = iter_clip_frames(
+                container, stream, int(clip.source_start_frame), int(clip.source_end_frame), rate, stats, seek=seek
+            )
+            for position, frame in enumerate(frames):
+                if clip_writer_needed:
+                    if clip_writer is None:
+                        clip_writer = Mp4Writer(frame.width, frame.height, rate)
+                        writers.append(clip_writer)
+                    clip_writer.add(frame)
+                if position >= len(window_of):
+                    continue  # more frames than planned: the caller re-plans
+                window = windows[window_of[position]]
+                if params.generate_previews:
+                    if window.mp4 is None:
+                        window.mp4 = Mp4Writer(frame.width, frame.height, rate)
+                        writers.append(window.mp4)
+                    window.mp4.add(frame)
+                if position in wanted:
+                    window.frames.append(
+                        frame.to_ndarray(
+                            format="rgb24", width=window.width, height=window.height, interpolation=RESIZE_INTERPOLATION
+                        )
+                    )
+                if position == window.end and window.mp4 is not None:
+                    window.mp4_bytes = window.mp4.finish()
+                    window.mp4 = None
+            decoded = stats.frames
+            clip_bytes = clip_writer.finish() if clip_writer is not None else None
+            clip_writer = None
+    except av.error.FFmpegError as exc:
+        raise _ClipFailed(schema.DECODE_FAILED, f"{type(exc).__name__}: {exc}") from exc
+    except (ValueError, MemoryError) as exc:
+        raise _ClipFailed(schema.ENCODE_FAILED, f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        for writer in writers:
+            writer.abort()  # no-op for writers that finished
+    if stats.corrupt_packets:
+        log.warning("%s clip %d: skipped %d corrupt packets", clip.video_path, clip.clip_index, stats.corrupt_packets)
+    if params.clip_mp4 and clip_bytes is None and windows:
+        clip_bytes = windows[0].mp4_bytes
+    return decoded, clip_bytes
+
+
+def _clip_windows(clip, params: CaptionPreparationStage) -> list[dict]:
+    prompt = caption_prompt(params.prompt_variant, params.prompt_text)
+    fps, height, width = float(clip.fps), int(clip.height), int(clip.width)
+    base = {
+        "video_path": clip.video_path,
+        "clip_id": clip.clip_id,
+        "clip_index": clip.clip_index,
+        "clip_start_s": clip.clip_start_s,
+        "clip_end_s": clip.clip_end_s,
+        "fps": fps,
+        "prompt": prompt,
+    }
+    try:
+        windows = _plan_windows(int(clip.num_frames), fps, height, width, params)
+    except ValueError as exc:  # no model frame size for this video (aspect ratio)
+        spans = split_windows(int(clip.num_frames), params.window_size, params.remainder_threshold)
+        return [
+            {**base, "window_index": i, "start_frame": start, "end_frame": end,
+             "status": schema.ENCODE_FAILED, "error": str(exc)}
+            for i, (start, end) in enumerate(spans)
+        ]
+    if not windows:
+        return []
+    try:
+        decoded, clip_bytes = _decode_clip(clip, windows, params, seek=True)
+        if decoded != int(clip.num_frames):
+            # Timestamps disagree with the probed frame count (VFR, gaps, a bad
+            # index): plan again on the frames really decoded, from the start.
+            log.info("%s clip %d: %d frames decoded, %d expected; re-planning",
+                     clip.video_path, clip.clip_index, decoded, int(clip.num_frames))
+            windows = _plan_windows(decoded, fps, height, width, params)
+            if not windows:
+                return []
+            decoded, clip_bytes = _decode_clip(clip, windows, params, seek=False)
+        if any(len(w.frames) != len(w.sampled_indices) for w in windows):
+            raise _ClipFailed(schema.DECODE_FAILED, "the decoder returned fewer frames than the clip holds")
+    except _ClipFailed as exc:
+        return [
+            {**base, "window_index": w.index, "start_frame": w.start, "end_frame": w.end,
+             "status": exc.status, "error": str(exc)}
+            for w in windows
+        ]
+    rows = []
+    for window in windows:
+        rows.append(
+            {
+                **base,
+                "window_index": window.index,
+                "start_frame": window.start,
+                "end_frame": window.end,
+                "num_sampled_frames": len(window.sampled_indices),
+                "sampled_frame_indices": window.sampled_indices,
+                "sampled_width": window.width,
+                "sampled_height": window.height,
+                "sampled_frames": schema.pack_frames(np.stack(window.frames)),
+                "window_mp4": window.mp4_bytes,
+                "clip_mp4": clip_bytes if window.index == 0 else None,
+                "status": schema.OK,
+                "error": None,
+            }
+        )
+    if params.verbose:
+        log.info("%s clip %d: %d windows", clip.video_path, clip.clip_index, len(rows))
+    return rows
+
+
+def prepare_windows(clips: pd.DataFrame, params: CaptionPreparationStage) -> pd.DataFrame:
+    """Explode clip rows into window rows; a clip that fails gives failed window rows."""
+    rows = []
+    for clip in clips.itertuples(index=False):
+        if clip.status != schema.OK:
+            continue
+        rows.extend(_clip_windows(clip, params))
+    return schema.frame_from_rows(rows, schema.WINDOW_SCHEMA)

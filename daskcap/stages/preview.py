@@ -1,0 +1,106 @@
+"""PreviewStage: an animated, looping WebP per window, made from the window's mp4."""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+import av
+import pandas as pd
+
+from daskcap import schema
+from daskcap.stages._params import ParamError, check_positive, check_range
+from daskcap.video.encode import encode_webp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreviewStage:
+    """The reference's preview parameters. ``num_cpus_per_worker`` is kept for
+    compatibility; daskcap sizes its workers at the cluster level."""
+
+    target_fps: float = 1.0
+    target_height: int = 240
+    compression_level: int = 6
+    quality: int = 50
+    num_cpus_per_worker: float = 4.0
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        check_positive("target_fps", self.target_fps)
+        check_range("target_height", self.target_height, 2, integer=True)
+        if self.target_height % 2:
+            raise ParamError(f"target_height must be even, got {self.target_height}")
+        check_range("compression_level", self.compression_level, 0, 6, integer=True)
+        check_range("quality", self.quality, 0, 100, integer=True)
+        check_positive("num_cpus_per_worker", self.num_cpus_per_worker)
+
+
+def preview_size(width: int, height: int, target_height: int) -> tuple[int, int]:
+    """Width keeping the aspect ratio, rounded to even, at ``target_height``."""
+    target_width = max(2, int(round(width * target_height / height / 2)) * 2)
+    return target_width, target_height
+
+
+def preview_positions(num_frames: int, source_fps: float, target_fps: float) -> list[int]:
+    """Window frame positions shown at ``target_fps``: the frame nearest each tick."""
+    duration_s = num_frames / source_fps
+    ticks = max(1, int(duration_s * target_fps + 1e-9))
+    return [min(num_frames - 1, int(round(k * source_fps / target_fps))) for k in range(ticks)]
+
+
+def _window_preview(window_mp4: bytes, fps: float, params: PreviewStage) -> tuple[bytes, int]:
+    """The preview's bytes and the source frame height."""
+    with av.open(io.BytesIO(window_mp4), "r") as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        num_frames = stream.frames or sum(1 for _ in container.demux(stream) if _.size)
+        if not stream.frames:
+            container.seek(0)
+        positions = preview_positions(num_frames, fps, params.target_fps)
+        source_height = stream.codec_context.height
+        width, height = preview_size(stream.codec_context.width, source_height, params.target_height)
+        picked = []
+        wanted = iter(positions)
+        next_position = next(wanted, None)
+        for position, frame in enumerate(container.decode(stream)):
+            while next_position is not None and position == next_position:
+                # Shrink now so only small frames are held.
+                picked.append(frame.reformat(width, height, format="yuv420p"))
+                next_position = next(wanted, None)
+            if next_position is None:
+                break
+    webp = encode_webp(picked, width, height, params.target_fps, params.quality, params.compression_level)
+    return webp, source_height
+
+
+def make_previews(windows: pd.DataFrame, params: PreviewStage) -> pd.DataFrame:
+    """Fill ``preview_webp``; a window whose preview fails gets ``preview_failed``."""
+    windows = windows.copy()
+    previews = list(windows["preview_webp"])
+    statuses = list(windows["status"])
+    errors = list(windows["error"])
+    warned = set()
+    for i, window in enumerate(windows.itertuples(index=False)):
+        if window.status != schema.OK:
+            continue
+        if window.window_mp4 is None:
+            statuses[i], errors[i] = schema.PREVIEW_FAILED, "no window mp4 (run CaptionPreparationStage with generate_previews=True)"
+            continue
+        try:
+            previews[i], source_height = _window_preview(window.window_mp4, window.fps, params)
+            if window.video_path not in warned:
+                warned.add(window.video_path)
+                if window.fps < params.target_fps:
+                    log.warning("%s: source %.2f fps is below the preview's %.2f fps", window.video_path, window.fps, params.target_fps)
+                if source_height < params.target_height:
+                    log.warning("%s: source height %d is below the preview's %d", window.video_path, source_height, params.target_height)
+        except (av.error.FFmpegError, ValueError) as exc:
+            statuses[i], errors[i] = schema.PREVIEW_FAILED, f"{type(exc).__name__}: {exc}"
+            log.warning("%s window %s/%d: preview failed: %s", window.video_path, window.clip_id, window.window_index, exc)
+    windows["preview_webp"] = pd.Series(previews, index=windows.index, dtype=windows["preview_webp"].dtype)
+    windows["status"] = pd.Series(statuses, index=windows.index, dtype=windows["status"].dtype)
+    windows["error"] = pd.Series(errors, index=windows.index, dtype=windows["error"].dtype)
+    return windows

@@ -1,0 +1,108 @@
+"""VideoReaderStage: list the input videos and probe each into a video row."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import pandas as pd
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from daskcap import schema
+from daskcap.stages._params import ParamError
+from daskcap.video.probe import ProbeError, probe
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".m4v")
+
+
+@dataclass(frozen=True)
+class VideoReaderStage:
+    """Where the videos are: a directory (searched recursively), a glob, one
+    video file, or a Parquet file with a ``path`` column; local or any fsspec URL.
+
+    ``video_limit``: read at most this many videos (in sorted path order);
+    -1 or 0 reads them all.
+    """
+
+    input_video_path: str
+    video_limit: int = -1
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.input_video_path, str) or not self.input_video_path:
+            raise ParamError("input_video_path must be a non-empty path or URL")
+        if isinstance(self.video_limit, bool) or not isinstance(self.video_limit, int):
+            raise ParamError(f"video_limit must be an integer, got {self.video_limit!r}")
+
+
+def _protocol_prefix(fs, original: str) -> str:
+    if "://" not in original:
+        return ""
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return "" if protocol in ("file", "local") else f"{protocol}://"
+
+
+def list_videos(params: VideoReaderStage) -> pd.DataFrame:
+    """The input videos as a one-column (``video_path``) frame, sorted.
+
+    Raises ``FileNotFoundError`` when the input matches nothing at all.
+    """
+    source = params.input_video_path
+    fs, fs_path = url_to_fs(source)
+    prefix = _protocol_prefix(fs, source)
+    if source.endswith(".parquet") or (fs.isdir(fs_path) is False and fs_path.endswith(".parquet")):
+        with fs.open(fs_path, "rb") as handle:
+            table = pq.read_table(handle)
+        if "path" not in table.column_names:
+            raise ParamError(f"{source} has no 'path' column (columns: {', '.join(table.column_names)})")
+        paths = [p for p in table.column("path").to_pylist() if p]
+    elif any(ch in fs_path for ch in "*?["):
+        paths = [prefix + p for p in fs.glob(fs_path) if not fs.isdir(p)]
+    elif fs.isdir(fs_path):
+        paths = [
+            prefix + p
+            for p in fs.find(fs_path)
+            if p.lower().endswith(VIDEO_EXTENSIONS)
+        ]
+    elif fs.exists(fs_path):
+        paths = [source]
+    else:
+        raise FileNotFoundError(f"input not found: {source}")
+    if "://" not in source:
+        paths = [os.path.abspath(p) if "://" not in p else p for p in paths]
+    paths = sorted(dict.fromkeys(paths))
+    if params.video_limit > 0:
+        paths = paths[: params.video_limit]
+    return pd.DataFrame({"video_path": pd.Series(paths, dtype=schema.empty_frame(schema.VIDEO_SCHEMA)["video_path"].dtype)})
+
+
+def read_videos(paths: pd.DataFrame, params: VideoReaderStage) -> pd.DataFrame:
+    """Probe every path into a video row; a bad file becomes a row with a failure status."""
+    rows = []
+    for path in paths["video_path"]:
+        row = {"video_path": path, "status": schema.OK, "error": None}
+        try:
+            info = probe(path)
+        except ProbeError as exc:
+            row.update(status=exc.status, error=str(exc))
+            log.warning("%s: %s", path, exc)
+        else:
+            row.update(
+                size_bytes=info.size_bytes,
+                container=info.container,
+                codec=info.codec,
+                duration_s=info.duration_s,
+                fps=info.fps,
+                width=info.width,
+                height=info.height,
+                num_frames=info.num_frames,
+                frame_count_source=info.frame_count_source,
+            )
+            if params.verbose:
+                log.info("%s: %s %dx%d %.3f fps %d frames", path, info.codec, info.width, info.height, info.fps, info.num_frames)
+        rows.append(row)
+    return schema.frame_from_rows(rows, schema.VIDEO_SCHEMA)

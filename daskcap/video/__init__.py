@@ -1,0 +1,1 @@
+"""Video primitives: opening inputs, probing, decoding clips, encoding outputs."""

@@ -1,0 +1,69 @@
+"""Decode the frames of one clip, streaming, in one pass."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+
+
+@dataclass
+class DecodeStats:
+    corrupt_packets: int = 0
+    frames: int = 0
+
+
+def _seek_before(container: av.container.InputContainer, stream: av.video.stream.VideoStream, start_frame: int, rate: Fraction) -> None:
+    origin = stream.start_time or 0
+    # Half a frame early, so rounding cannot land the seek just past the frame.
+    target = origin + math.floor((Fraction(start_frame) - Fraction(1, 2)) / rate / stream.time_base)
+    container.seek(max(origin, target), stream=stream, backward=True, any_frame=False)
+
+
+def iter_clip_frames(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    start_frame: int,
+    end_frame: int,
+    rate: Fraction,
+    stats: DecodeStats,
+    seek: bool = True,
+) -> Iterator[av.VideoFrame]:
+    """Yield the decoded frames whose source index is in ``[start_frame, end_frame)``.
+
+    A frame's index is its presentation time x ``rate`` (rounded), so a clip is
+    a time span, as in the reference; frames without timestamps continue the
+    count of the frame before. Packets the decoder rejects are skipped and
+    counted in ``stats`` rather than ending the clip.
+    """
+    origin = stream.start_time or 0
+    # Index of the last frame seen: known (-1) only when decoding from the start.
+    previous = -1
+    if seek and start_frame > 0:
+        _seek_before(container, stream, start_frame, rate)
+        previous = None
+    elif seek:
+        container.seek(origin, stream=stream, backward=True, any_frame=False)
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except (av.error.InvalidDataError, av.error.ValueError, av.error.EOFError):
+            stats.corrupt_packets += 1
+            continue
+        for frame in frames:
+            if frame.pts is not None:
+                index = round((frame.pts - origin) * stream.time_base * rate)
+            elif previous is not None:
+                index = previous + 1
+            else:
+                continue  # after a seek with no timestamp we cannot place it
+            previous = index
+            if index < start_frame:
+                continue
+            if index >= end_frame:
+                return
+            stats.frames += 1
+            yield frame

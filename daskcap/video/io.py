@@ -1,0 +1,41 @@
+"""Opening inputs on any fsspec filesystem for PyAV."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import av
+import fsspec
+from fsspec.core import url_to_fs
+
+
+def is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def local_path(path: str) -> str:
+    return path[len("file://") :] if path.startswith("file://") else path
+
+
+@contextlib.contextmanager
+def open_container(path: str) -> Iterator[av.container.InputContainer]:
+    """Open ``path`` (local path or fsspec URL) for demuxing.
+
+    Local files go to FFmpeg by name (its own buffered, seekable I/O); remote
+    ones through a seekable fsspec file object.
+    """
+    if is_local(path):
+        with av.open(local_path(path), "r") as container:
+            yield container
+        return
+    with fsspec.open(path, "rb") as handle, av.open(handle, "r") as container:
+        yield container
+
+
+def file_size(path: str) -> int:
+    if is_local(path):
+        return os.path.getsize(local_path(path))
+    fs, fs_path = url_to_fs(path)
+    return int(fs.size(fs_path))

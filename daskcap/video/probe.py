@@ -1,0 +1,131 @@
+"""Probe a video: duration, frame rate, frame count, size, codec."""
+
+from __future__ import annotations
+
+import errno
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+
+from daskcap import schema
+from daskcap.video.io import file_size, open_container
+
+
+class ProbeError(Exception):
+    """A video that cannot be used, with the status its row gets."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    size_bytes: int
+    container: str
+    codec: str
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    num_frames: int
+    frame_count_source: str  # "header" or "counted"
+
+
+def _header_is_trustworthy(header_frames: int, duration_s: float, fps: float) -> bool:
+    if header_frames <= 0:
+        return False
+    if duration_s <= 0:
+        return True
+    expected = duration_s * fps
+    return abs(header_frames - expected) <= max(2.0, 0.02 * expected)
+
+
+def _count_frames(path: str) -> int:
+    """Count the video packets (one per frame): demux only, no decode."""
+    count = 0
+    with open_container(path) as container:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            if packet.size:
+                count += 1
+    return count
+
+
+def stream_duration_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    return 0.0
+
+
+def frame_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate and rate > 0 and math.isfinite(float(rate)):
+            return Fraction(rate)
+    return None
+
+
+def probe(path: str) -> VideoInfo:
+    """Probe ``path``; raise :class:`ProbeError` when it is not a usable video.
+
+    The header's frame count is used when it agrees with duration x fps;
+    otherwise (0, missing, or off) the frames are counted from the stream.
+    One frame is decoded to prove the stream is decodable.
+    """
+    try:
+        size = file_size(path)
+        with open_container(path) as container:
+            if not container.streams.video:
+                raise ProbeError(schema.NO_VIDEO_STREAM, "the file has no video stream")
+            stream = container.streams.video[0]
+            rate = frame_rate(stream)
+            width, height = stream.codec_context.width, stream.codec_context.height
+            codec = stream.codec_context.name
+            if rate is None:
+                raise ProbeError(schema.BAD_METADATA, "the video stream has no usable frame rate")
+            duration_s = stream_duration_s(container, stream)
+            header_frames = int(stream.frames or 0)
+            first = next(container.decode(stream), None)
+            if first is None:
+                raise ProbeError(schema.READ_FAILED, "the video stream has no decodable frames")
+            width, height = width or first.width, height or first.height
+            container_name = container.format.name
+    except ProbeError:
+        raise
+    except FileNotFoundError as exc:
+        raise ProbeError(schema.READ_FAILED, f"file not found: {exc.filename or path}") from exc
+    except PermissionError as exc:
+        raise ProbeError(schema.READ_FAILED, f"permission denied: {path}") from exc
+    except av.error.FFmpegError as exc:
+        if exc.errno == errno.ENOENT:
+            raise ProbeError(schema.READ_FAILED, f"file not found: {path}") from exc
+        if exc.errno == errno.EACCES:
+            raise ProbeError(schema.READ_FAILED, f"permission denied: {path}") from exc
+        raise ProbeError(schema.READ_FAILED, f"not a readable video ({type(exc).__name__}: {exc.strerror})") from exc
+    except (OSError, ValueError) as exc:
+        raise ProbeError(schema.READ_FAILED, f"{type(exc).__name__}: {exc}") from exc
+
+    if width <= 0 or height <= 0:
+        raise ProbeError(schema.BAD_METADATA, f"invalid frame size {width}x{height}")
+    fps = float(rate)
+    if _header_is_trustworthy(header_frames, duration_s, fps):
+        num_frames, source = header_frames, "header"
+    else:
+        num_frames, source = _count_frames(path), "counted"
+    if duration_s <= 0:
+        duration_s = num_frames / fps
+    return VideoInfo(
+        size_bytes=size,
+        container=container_name,
+        codec=codec,
+        duration_s=duration_s,
+        fps=fps,
+        width=width,
+        height=height,
+        num_frames=num_frames,
+        frame_count_source=source,
+    )
