@@ -27,7 +27,7 @@ from daskcap import schema
 from daskcap.stages.clip import FixedStrideClipStage, make_clips
 from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
 from daskcap.stages.preview import PreviewStage, make_previews
-from daskcap.stages.read import VideoReaderStage, list_videos, read_videos
+from daskcap.stages.read import VIDEO_EXTENSIONS, VideoReaderStage, list_videos, read_videos
 from daskcap.stages.write import INDEX_COLUMNS, ClipWriterStage, finish_videos, write_videos, write_windows
 from daskcap.storage import atomic_write_json, output_fs
 from daskcap.video.windows import split_windows
@@ -183,10 +183,10 @@ def _gather(client: Client, futures: list, progress: _Progress, description: str
 def run_job(job: Job, options: ClusterOptions, *, overwrite: bool = False, progress: bool = True) -> dict:
     """Run ``job`` to completion and return its summary (also in summary.json)."""
     started = time.time()
-    prepare_output(job.writer, overwrite)
     paths = list_videos(job.reader)
     if paths.empty:
-        raise JobError(f"no videos found in {job.reader.input_video_path} (extensions: .mp4 .mov .avi .mkv .webm .mpg .m4v)")
+        raise JobError(f"no videos found in {job.reader.input_video_path} (extensions: {' '.join(VIDEO_EXTENSIONS)})")
+    prepare_output(job.writer, overwrite)
     tracker = _Progress(progress)
     stage_seconds: dict[str, float] = {}
     with connect(options) as client:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from daskcap import schema
-from daskcap.stages._params import ParamError, check_positive, check_range
+from daskcap.stages._params import Checks
 
 
 @dataclass(frozen=True)
@@ -24,15 +24,15 @@ class FixedStrideClipStage:
     limit_clips: int = 0
 
     def __post_init__(self) -> None:
-        check_positive("clip_len_s", self.clip_len_s)
+        checks = Checks("FixedStrideClipStage")
+        length_ok = checks.number("clip_len_s", self.clip_len_s, above=0)
         if self.clip_stride_s is not None:
-            check_positive("clip_stride_s", self.clip_stride_s)
-        check_range("min_clip_length_s", self.min_clip_length_s, 0)
-        check_range("limit_clips", self.limit_clips, 0, integer=True)
-        if self.min_clip_length_s > self.clip_len_s:
-            raise ParamError(
-                f"min_clip_length_s ({self.min_clip_length_s}) is longer than clip_len_s ({self.clip_len_s}): no clip could pass"
-            )
+            checks.number("clip_stride_s", self.clip_stride_s, above=0)
+        minimum_ok = checks.number("min_clip_length_s", self.min_clip_length_s, 0)
+        checks.number("limit_clips", self.limit_clips, 0, integer=True)
+        if length_ok and minimum_ok and self.min_clip_length_s > self.clip_len_s:
+            checks.fail(f"min_clip_length_s ({self.min_clip_length_s}) is longer than clip_len_s ({self.clip_len_s}): no clip could pass")
+        checks.done()
 
     @property
     def stride_s(self) -> float:

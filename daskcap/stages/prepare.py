@@ -17,7 +17,7 @@ import pandas as pd
 
 from daskcap import schema
 from daskcap.prompts import CAPTION_PROMPTS, caption_prompt
-from daskcap.stages._params import check_choice, check_positive, check_range
+from daskcap.stages._params import Checks
 from daskcap.video.decode import DecodeStats, iter_clip_frames
 from daskcap.video.encode import Mp4Writer
 from daskcap.video.io import open_container
@@ -53,12 +53,15 @@ class CaptionPreparationStage:
     clip_mp4: bool = True
 
     def __post_init__(self) -> None:
-        check_choice("model_variant", self.model_variant, PIXEL_GRIDS)
-        check_choice("prompt_variant", self.prompt_variant, CAPTION_PROMPTS)
-        check_positive("sampling_fps", self.sampling_fps)
-        check_range("window_size", self.window_size, 4, integer=True)
-        check_range("remainder_threshold", self.remainder_threshold, 0, self.window_size, integer=True)
-        check_choice("preprocess_dtype", self.preprocess_dtype, PREPROCESS_DTYPES)
+        checks = Checks("CaptionPreparationStage")
+        checks.choice("model_variant", self.model_variant, PIXEL_GRIDS)
+        checks.choice("prompt_variant", self.prompt_variant, CAPTION_PROMPTS)
+        checks.text("prompt_text", self.prompt_text, optional=True)
+        checks.number("sampling_fps", self.sampling_fps, above=0)
+        if checks.number("window_size", self.window_size, 4, integer=True):
+            checks.number("remainder_threshold", self.remainder_threshold, 0, self.window_size, integer=True)
+        checks.choice("preprocess_dtype", self.preprocess_dtype, PREPROCESS_DTYPES)
+        checks.done()
 
 
 @dataclass

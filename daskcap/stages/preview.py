@@ -10,7 +10,7 @@ import av
 import pandas as pd
 
 from daskcap import schema
-from daskcap.stages._params import ParamError, check_positive, check_range
+from daskcap.stages._params import Checks
 from daskcap.video.encode import encode_webp
 
 log = logging.getLogger(__name__)
@@ -29,13 +29,14 @@ class PreviewStage:
     verbose: bool = False
 
     def __post_init__(self) -> None:
-        check_positive("target_fps", self.target_fps)
-        check_range("target_height", self.target_height, 2, integer=True)
-        if self.target_height % 2:
-            raise ParamError(f"target_height must be even, got {self.target_height}")
-        check_range("compression_level", self.compression_level, 0, 6, integer=True)
-        check_range("quality", self.quality, 0, 100, integer=True)
-        check_positive("num_cpus_per_worker", self.num_cpus_per_worker)
+        checks = Checks("PreviewStage")
+        checks.number("target_fps", self.target_fps, above=0)
+        if checks.number("target_height", self.target_height, 2, integer=True) and self.target_height % 2:
+            checks.fail(f"target_height must be even, got {self.target_height}")
+        checks.number("compression_level", self.compression_level, 0, 6, integer=True)
+        checks.number("quality", self.quality, 0, 100, integer=True)
+        checks.number("num_cpus_per_worker", self.num_cpus_per_worker, above=0)
+        checks.done()
 
 
 def preview_size(width: int, height: int, target_height: int) -> tuple[int, int]:

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from daskcap import schema
-from daskcap.stages._params import ParamError
+from daskcap.stages._params import Checks, ParamError
 from daskcap.video.probe import ProbeError, probe
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,10 @@ class VideoReaderStage:
     verbose: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.input_video_path, str) or not self.input_video_path:
-            raise ParamError("input_video_path must be a non-empty path or URL")
-        if isinstance(self.video_limit, bool) or not isinstance(self.video_limit, int):
-            raise ParamError(f"video_limit must be an integer, got {self.video_limit!r}")
+        checks = Checks("VideoReaderStage")
+        checks.text("input_video_path", self.input_video_path)
+        checks.number("video_limit", self.video_limit, integer=True)
+        checks.done()
 
 
 def _protocol_prefix(fs, original: str) -> str:

@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from daskcap import schema
-from daskcap.stages._params import ParamError
+from daskcap.stages._params import Checks
 from daskcap.storage import atomic_write_bytes, atomic_write_parquet, output_fs
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,9 @@ class ClipWriterStage:
     verbose: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.output_path, str) or not self.output_path:
-            raise ParamError("output_path must be a non-empty path or URL")
+        checks = Checks("ClipWriterStage")
+        checks.text("output_path", self.output_path)
+        checks.done()
 
 
 def preview_relpath(clip_id: str, start_frame: int, end_frame: int) -> str:

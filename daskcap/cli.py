@@ -1,0 +1,178 @@
+"""``daskcap run INPUT OUTPUT [flags]``: flag names follow the reference's tutorial."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from daskcap.graph import JobError
+from daskcap.pipeline import Pipeline
+from daskcap.prompts import CAPTION_PROMPTS
+from daskcap.stages._params import ParamError
+from daskcap.stages.caption import CaptionGenerationStage
+from daskcap.stages.clip import FixedStrideClipStage
+from daskcap.stages.prepare import PREPROCESS_DTYPES, CaptionPreparationStage
+from daskcap.stages.preview import PreviewStage
+from daskcap.stages.read import VideoReaderStage
+from daskcap.stages.write import ClipWriterStage
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _run_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "run",
+        help="window, preview and write every video under INPUT",
+        description="Split videos into clips and caption windows; write window tables, previews and clips to OUTPUT.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("input", metavar="INPUT", help="directory (recursive), glob, video file, or Parquet file with a 'path' column; local path or fsspec URL")
+    p.add_argument("output", metavar="OUTPUT", help="output directory (local path or fsspec URL)")
+
+    g = p.add_argument_group("input and clipping")
+    g.add_argument("--video-limit", type=int, default=-1, help="read at most this many videos (sorted by path); -1 reads all")
+    g.add_argument("--fixed-stride-split-duration", type=float, default=10.0, help="clip length and stride, in seconds")
+    g.add_argument("--fixed-stride-min-clip-length-s", type=float, default=2.0, help="drop tail clips shorter than this, in seconds")
+    g.add_argument("--limit-clips", type=int, default=0, help="keep at most this many clips per video; 0 keeps all")
+
+    g = p.add_argument_group("caption windows (CaptionPreparationStage)")
+    g.add_argument("--captioning-window-size", type=int, default=256, help="frames per caption window, at the clip's own frame rate")
+    g.add_argument("--captioning-remainder-threshold", type=int, default=128, help="a leftover of at least this many frames becomes its own window; a smaller one joins the last window")
+    g.add_argument("--captioning-sampling-fps", type=float, default=2.0, help="frames per second sampled for the model")
+    g.add_argument("--captioning-prompt-variant", choices=sorted(CAPTION_PROMPTS), default="default", help="caption prompt")
+    g.add_argument("--captioning-prompt-text", default=None, help="custom caption prompt (overrides the variant)")
+    g.add_argument("--captioning-preprocess-dtype", choices=PREPROCESS_DTYPES, default="float32", help="dtype the engine builds pixel values in")
+    g.add_argument("--captioning-model-does-preprocess", action="store_true", help="keep sampled frames at source size; the model's processor resizes them")
+    g.add_argument("--generate-captions", action=argparse.BooleanOptionalAction, default=False, help="caption windows with a VLM (needs the engine layer; not in this version)")
+
+    g = p.add_argument_group("previews (PreviewStage)")
+    g.add_argument("--generate-previews", action=argparse.BooleanOptionalAction, default=True, help="make an animated WebP preview per window")
+    g.add_argument("--preview-target-fps", type=float, default=1.0, help="preview frame rate")
+    g.add_argument("--preview-target-height", type=int, default=240, help="preview height in pixels (even); width keeps the aspect ratio")
+    g.add_argument("--preview-quality", type=int, default=50, help="WebP quality, 0-100")
+    g.add_argument("--preview-compression-level", type=int, default=6, help="WebP compression effort, 0 (fast) - 6 (small)")
+
+    g = p.add_argument_group("output")
+    g.add_argument("--upload-clips", action=argparse.BooleanOptionalAction, default=True, help="write each clip's mp4 to OUTPUT/clips/")
+    g.add_argument("--write-model-input", action="store_true", help="keep the sampled frames (model input) in the window table; large")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    g.add_argument("--dry-run", action="store_true", help="process everything, write nothing")
+
+    g = p.add_argument_group("cluster")
+    g.add_argument("--scheduler", default=os.environ.get("DASK_SCHEDULER_ADDRESS"), help="address of an existing Dask scheduler (default: $DASK_SCHEDULER_ADDRESS, else an embedded cluster)")
+    g.add_argument("--n-workers", type=int, default=None, help="worker processes of the embedded cluster (default: one per core)")
+    g.add_argument("--windows-per-partition", type=int, default=8, help="caption windows per task; bounds memory per task")
+
+    g = p.add_argument_group("display")
+    g.add_argument("--verbose", action="store_true", help="log per-video and per-clip details")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def build_pipeline(args: argparse.Namespace) -> Pipeline:
+    """Turn parsed flags into a pipeline; raise ParamError with every bad flag."""
+    pipeline = Pipeline(
+        name="daskcap-run",
+        scheduler=args.scheduler,
+        n_workers=args.n_workers,
+        windows_per_partition=args.windows_per_partition,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    problems = []
+
+    def add(factory, **kwargs):
+        try:
+            pipeline.add_stage(factory(**kwargs))
+        except ParamError as exc:
+            problems.extend(exc.problems)
+
+    if args.n_workers is not None and args.n_workers < 1:
+        problems.append(f"--n-workers must be >= 1, got {args.n_workers}")
+    if args.windows_per_partition < 1:
+        problems.append(f"--windows-per-partition must be >= 1, got {args.windows_per_partition}")
+    add(VideoReaderStage, input_video_path=args.input, video_limit=args.video_limit, verbose=args.verbose)
+    add(
+        FixedStrideClipStage,
+        clip_len_s=args.fixed_stride_split_duration,
+        min_clip_length_s=args.fixed_stride_min_clip_length_s,
+        limit_clips=args.limit_clips,
+    )
+    add(
+        CaptionPreparationStage,
+        prompt_variant=args.captioning_prompt_variant,
+        prompt_text=args.captioning_prompt_text,
+        sampling_fps=args.captioning_sampling_fps,
+        window_size=args.captioning_window_size,
+        remainder_threshold=args.captioning_remainder_threshold,
+        model_does_preprocess=args.captioning_model_does_preprocess,
+        preprocess_dtype=args.captioning_preprocess_dtype,
+        generate_previews=args.generate_previews,
+        verbose=args.verbose,
+    )
+    if args.generate_previews:
+        add(
+            PreviewStage,
+            target_fps=args.preview_target_fps,
+            target_height=args.preview_target_height,
+            quality=args.preview_quality,
+            compression_level=args.preview_compression_level,
+            verbose=args.verbose,
+        )
+    if args.generate_captions:
+        add(CaptionGenerationStage, verbose=args.verbose)
+    add(
+        ClipWriterStage,
+        output_path=args.output,
+        input_path=args.input,
+        upload_clips=args.upload_clips,
+        dry_run=args.dry_run,
+        generate_previews=args.generate_previews,
+        generate_captions=args.generate_captions,
+        write_model_input=args.write_model_input,
+        verbose=args.verbose,
+    )
+    if problems:
+        raise ParamError(problems)
+    pipeline.build()  # stage-list problems (e.g. captions requested) surface here
+    return pipeline
+
+
+def _print_result(summary: dict) -> None:
+    windows = summary["windows"]
+    videos = summary["videos"]
+    by = lambda counts: ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none"  # noqa: E731
+    print(f"videos:  {videos['total']} ({by(videos['by_status'])})")
+    print(f"clips:   {summary['clips']['total']}")
+    print(f"windows: {windows['total']} ({by(windows['by_status'])}) in {summary['wall_s']:.1f} s")
+    print(f"output:  {summary['output']}  (summary.json, windows/, videos/, previews/, clips/)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="daskcap", description="Caption, preview and window videos at scale on Dask.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _run_parser(subparsers)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        pipeline = build_pipeline(args)
+    except ParamError as exc:
+        for problem in exc.problems:
+            print(f"daskcap: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        summary = pipeline.run()
+    except (JobError, FileNotFoundError, ParamError) as exc:
+        print(f"daskcap: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, (FileNotFoundError, ParamError)) else EXIT_FAILED
+    _print_result(summary)
+    return EXIT_FAILED if summary["failed_partitions"] else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The Python API, shaped like the reference's quickstart::
+
+    pipeline = Pipeline(name="captions")
+    pipeline.add_stage(VideoReaderStage(input_video_path="videos/"))
+    pipeline.add_stage(FixedStrideClipStage(clip_len_s=10.0))
+    pipeline.add_stage(CaptionPreparationStage())
+    pipeline.add_stage(PreviewStage())
+    pipeline.add_stage(ClipWriterStage(output_path="out/"))
+    summary = pipeline.run()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from daskcap.graph import ClusterOptions, Job, run_job
+from daskcap.stages._params import ParamError
+from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationStage
+from daskcap.stages.clip import FixedStrideClipStage
+from daskcap.stages.prepare import CaptionPreparationStage
+from daskcap.stages.preview import PreviewStage
+from daskcap.stages.read import VideoReaderStage
+from daskcap.stages.write import ClipWriterStage
+
+# Stage kinds in the order a pipeline must list them, and whether each is required.
+_ORDER = (
+    (VideoReaderStage, True),
+    (FixedStrideClipStage, True),
+    (CaptionPreparationStage, True),
+    (PreviewStage, False),
+    (CaptionGenerationStage, False),
+    (CaptionEnhancementStage, False),
+    (ClipWriterStage, True),
+)
+
+
+class Pipeline:
+    """An ordered list of stages, run on an embedded or existing Dask cluster."""
+
+    def __init__(
+        self,
+        name: str,
+        description: str = "",
+        *,
+        scheduler: str | None = None,
+        n_workers: int | None = None,
+        windows_per_partition: int = 8,
+        overwrite: bool = False,
+        progress: bool = True,
+    ):
+        self.name = name
+        self.description = description
+        self.stages: list = []
+        self.cluster = ClusterOptions(scheduler=scheduler, n_workers=n_workers, windows_per_partition=windows_per_partition)
+        self.overwrite = overwrite
+        self.progress = progress
+
+    def add_stage(self, stage) -> Pipeline:
+        if not any(isinstance(stage, kind) for kind, _ in _ORDER):
+            raise TypeError(f"{type(stage).__name__} is not a daskcap stage")
+        self.stages.append(stage)
+        return self
+
+    def describe(self) -> str:
+        return "\n".join([f"Pipeline {self.name!r}"] + [f"  {i + 1}. {stage!r}" for i, stage in enumerate(self.stages)])
+
+    def build(self) -> Job:
+        """Check the stage list and turn it into a job; raise ParamError listing every problem."""
+        problems = []
+        kinds = [type(stage) for stage in self.stages]
+        found = {}
+        for kind, required in _ORDER:
+            count = kinds.count(kind)
+            if count > 1:
+                problems.append(f"{kind.__name__} is added {count} times; add it once")
+            elif count == 1:
+                found[kind] = self.stages[kinds.index(kind)]
+            elif required:
+                problems.append(f"the pipeline needs a {kind.__name__}")
+        expected = [kind for kind, _ in _ORDER if kind in found]
+        if not problems and kinds != expected:
+            problems.append(
+                "stages are out of order: expected " + " -> ".join(k.__name__ for k in expected)
+            )
+        for kind in (CaptionGenerationStage, CaptionEnhancementStage):
+            if kind in found:
+                problems.append(
+                    f"{kind.__name__} needs the caption engine layer, which this daskcap version "
+                    "does not include yet; remove the stage (or --no-generate-captions) to run "
+                    "clips, windows and previews"
+                )
+        prepare = found.get(CaptionPreparationStage)
+        if PreviewStage in found and prepare is not None and not prepare.generate_previews:
+            problems.append("PreviewStage needs CaptionPreparationStage(generate_previews=True) (previews are made from window mp4s)")
+        if problems:
+            raise ParamError(problems)
+        writer = found[ClipWriterStage]
+        return Job(
+            reader=found[VideoReaderStage],
+            clipper=found[FixedStrideClipStage],
+            prepare=dataclasses.replace(prepare, clip_mp4=writer.upload_clips),
+            preview=found.get(PreviewStage),
+            writer=writer,
+        )
+
+    def run(self) -> dict:
+        """Run the pipeline; return the summary that is also written to summary.json."""
+        return run_job(self.build(), self.cluster, overwrite=self.overwrite, progress=self.progress)
