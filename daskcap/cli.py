@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from daskcap.graph import JobError
+from daskcap.graph import JobError, UsageError
 from daskcap.pipeline import Pipeline
 from daskcap.prompts import CAPTION_PROMPTS
 from daskcap.stages._params import ParamError
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = pipeline.run()
     except (JobError, FileNotFoundError, ParamError) as exc:
         print(f"daskcap: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, (FileNotFoundError, ParamError)) else EXIT_FAILED
+        return EXIT_USAGE if isinstance(exc, (FileNotFoundError, ParamError, UsageError)) else EXIT_FAILED
     _print_result(summary)
     return EXIT_FAILED if summary["failed_partitions"] else EXIT_OK
 

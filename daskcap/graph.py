@@ -42,6 +42,10 @@ class JobError(RuntimeError):
     """The job cannot start or finish; the message says why and what to do."""
 
 
+class UsageError(JobError):
+    """The job was refused before any work (nothing to read, output in the way)."""
+
+
 @dataclass(frozen=True)
 class ClusterOptions:
     """Where the job runs: an existing scheduler, or an embedded LocalCluster."""
@@ -150,7 +154,7 @@ def prepare_output(writer: ClipWriterStage, overwrite: bool) -> None:
     fs, root = output_fs(writer.output_path)
     existing = [name for name in OUTPUT_ENTRIES if fs.exists(f"{root}/{name}")]
     if existing and not overwrite:
-        raise JobError(
+        raise UsageError(
             f"{writer.output_path} already holds a daskcap output ({', '.join(existing)}); "
             "pass --overwrite (Pipeline(..., overwrite=True)) to replace it, or choose another output"
         )
@@ -185,7 +189,7 @@ def run_job(job: Job, options: ClusterOptions, *, overwrite: bool = False, progr
     started = time.time()
     paths = list_videos(job.reader)
     if paths.empty:
-        raise JobError(f"no videos found in {job.reader.input_video_path} (extensions: {' '.join(VIDEO_EXTENSIONS)})")
+        raise UsageError(f"no videos found in {job.reader.input_video_path} (extensions: {' '.join(VIDEO_EXTENSIONS)})")
     prepare_output(job.writer, overwrite)
     tracker = _Progress(progress)
     stage_seconds: dict[str, float] = {}
