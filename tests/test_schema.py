@@ -5,10 +5,12 @@ from daskcap import schema
 
 
 def test_model_input_round_trips_exactly():
-    frames = np.random.default_rng(0).integers(0, 256, size=(6, 28, 56, 3), dtype=np.uint8)
-    packed = schema.pack_frames(frames)
+    planes = np.random.default_rng(0).integers(0, 256, size=(6, 42, 56), dtype=np.uint8)
+    packed = schema.pack_frames(planes)
     assert isinstance(packed, bytes)
-    assert np.array_equal(schema.unpack_frames(packed, 6, 28, 56), frames)
+    assert np.array_equal(schema.unpack_planes(packed, 6, 28, 56), planes)
+    rgb = schema.unpack_frames(packed, 6, 28, 56)
+    assert rgb.dtype == np.uint8 and rgb.shape == (6, 28, 56, 3)
 
 
 def test_empty_and_filled_frames_share_dtypes():

@@ -19,7 +19,7 @@ from daskcap import schema
 from daskcap.prompts import CAPTION_PROMPTS, caption_prompt
 from daskcap.stages._params import Checks
 from daskcap.video.decode import DecodeStats, iter_clip_frames
-from daskcap.video.encode import Mp4Writer
+from daskcap.video.encode import Mp4Writer, even_size
 from daskcap.video.io import open_container
 from daskcap.video.probe import frame_rate
 from daskcap.video.windows import PIXEL_GRIDS, frame_size_for_model, num_sampled_frames, sample_indices, split_windows
@@ -90,7 +90,8 @@ def _plan_windows(num_frames: int, fps: float, height: int, width: int, params: 
     for index, (start, end) in enumerate(split_windows(num_frames, params.window_size, params.remainder_threshold)):
         count = num_sampled_frames(end - start + 1, fps, params.sampling_fps)
         if params.model_does_preprocess:
-            size = (height, width)
+            # Source size (4:2:0 storage needs even sides: an odd row/column is dropped).
+            size = even_size(width, height)[::-1]
         else:
             size = frame_size_for_model(height, width, count, PIXEL_GRIDS[params.model_variant])
         windows.append(_Window(index, start, end, sample_indices(start, end, count), *size))
@@ -132,9 +133,9 @@ def _decode_clip(clip, windows: list[_Window], params: CaptionPreparationStage, 
                     window.mp4.add(frame)
                 if position in wanted:
                     window.frames.append(
-                        frame.to_ndarray(
-                            format="rgb24", width=window.width, height=window.height, interpolation=RESIZE_INTERPOLATION
-                        )
+                        frame.reformat(
+                            width=window.width, height=window.height, format="yuv420p", interpolation=RESIZE_INTERPOLATION
+                        ).to_ndarray()
                     )
                 if position == window.end and window.mp4 is not None:
                     window.mp4_bytes = window.mp4.finish()
