@@ -127,9 +127,13 @@ def test_795_frames_give_three_windows(stamped):
     assert _sampled_stamps(windows.iloc[2])[-1] == 794
 
 
-def test_later_clips_decode_their_own_span(stamped):
-    path = stamped(300, 10)  # three 10 s clips of 100 frames at 10 fps
+@pytest.mark.parametrize("encoding", [{}, {"preset": "medium", "gop": 37}], ids=["intra-heavy", "b-frames"])
+def test_later_clips_decode_their_own_span(stamped, encoding):
+    # With B-frames and keyframes every 37 frames, clip starts fall between
+    # keyframes: the seek must land before them and drop the frames ahead.
+    path = stamped(300, 10, **encoding)  # three 10 s clips of 100 frames at 10 fps
     windows = _windows(path, clip_len_s=10.0, window_size=64, remainder_threshold=16)
+    assert len(windows) == 6
     for window in windows.itertuples():
         offset = window.clip_index * 100
         assert decode_stamps(window.window_mp4) == list(range(offset + window.start_frame, offset + window.end_frame + 1))

@@ -50,13 +50,16 @@ def write_stamped_video(
     codec: str = "libx264",
     container_format: str | None = None,
     pix_fmt: str = "yuv420p",
+    preset: str = "ultrafast",
+    gop: int = 250,
 ) -> Path:
+    """``preset`` other than ultrafast gives B-frames; ``gop`` spaces the keyframes."""
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), "w", format=container_format) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if codec == "libx264":
-            stream.options = {"crf": "12", "preset": "ultrafast"}
+            stream.options = {"crf": "12", "preset": preset, "g": str(gop)}
         for index in range(num_frames):
             frame = av.VideoFrame.from_ndarray(stamped_frame(index, width, height), format="rgb24")
             frame.pts = index
