@@ -234,9 +234,12 @@ def run_job(job: Job, options: ClusterOptions, *, overwrite: bool = False, progr
 
     videos = finish_videos(videos, window_index, clips)
     for failure in partition_failures:
-        mask = videos["video_path"].isin(failure["videos"])
-        videos.loc[mask, "status"] = schema.PARTIAL
-        videos.loc[mask, "error"] = f"a task failed: {failure['error']}"
+        hit = videos["video_path"].isin(failure["videos"])
+        # Windows of the video may have come out of other partitions.
+        some_windows = videos["num_windows"] > 0
+        videos.loc[hit & some_windows, "status"] = schema.PARTIAL
+        videos.loc[hit & ~some_windows, "status"] = schema.TASK_FAILED
+        videos.loc[hit, "error"] = f"a task processing this video failed: {failure['error']}"
     write_videos(videos, job.writer)
     wall_s = time.time() - started
     summary = {

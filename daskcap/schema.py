@@ -25,12 +25,13 @@ READ_FAILED = "read_failed"  # video: missing, unreadable, not a container
 NO_VIDEO_STREAM = "no_video_stream"  # video: container without a video stream
 BAD_METADATA = "bad_metadata"  # video: no usable frame rate / frame size
 PARTIAL = "partial"  # video: some of its windows failed
+TASK_FAILED = "task_failed"  # video: a task processing it crashed (a bug: please report)
 DECODE_FAILED = "decode_failed"  # window: its clip could not be decoded
 ENCODE_FAILED = "encode_failed"  # window: mp4 or model input could not be made
 PREVIEW_FAILED = "preview_failed"  # window: the WebP preview could not be made
 
 FAILED_STATUSES = frozenset(
-    {READ_FAILED, NO_VIDEO_STREAM, BAD_METADATA, PARTIAL, DECODE_FAILED, ENCODE_FAILED, PREVIEW_FAILED}
+    {READ_FAILED, NO_VIDEO_STREAM, BAD_METADATA, PARTIAL, TASK_FAILED, DECODE_FAILED, ENCODE_FAILED, PREVIEW_FAILED}
 )
 
 VIDEO_SCHEMA = pa.schema(
@@ -59,9 +60,13 @@ CLIP_SCHEMA = pa.schema(
         ("clip_index", pa.int32()),
         ("clip_start_s", pa.float64()),
         ("clip_end_s", pa.float64()),
-        # Source-video frame span, end exclusive; the clip id is built from it.
+        # Source-video frame span, end exclusive (int(start_s * fps),
+        # int(end_s * fps)); the clip id is built from it.
         ("source_start_frame", pa.int64()),
         ("source_end_frame", pa.int64()),
+        # The clip runs to the end of the video: decode to the end of the
+        # stream, whatever the last frames' timestamps say.
+        ("reaches_end", pa.bool_()),
         ("fps", pa.float64()),
         ("width", pa.int32()),
         ("height", pa.int32()),
@@ -107,16 +112,17 @@ WINDOW_OUTPUT_SCHEMA = pa.schema(_WINDOW_FIELDS)
 WINDOW_SCHEMA = pa.schema(_WINDOW_FIELDS + _TRANSIENT_FIELDS)
 
 
-# Integer columns may hold nulls (a failed window has no frame count): use
-# pandas' nullable integers so an empty frame and a full one share dtypes.
-_NULLABLE_INTS = {
+# Integer and bool columns may hold nulls (a failed window has no frame
+# count): use pandas' nullable types so an empty frame and a full one share dtypes.
+_NULLABLE_TYPES = {
     pa.int32(): pd.Int32Dtype(),
     pa.int64(): pd.Int64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
 }
 
 
 def table_to_frame(table: pa.Table) -> pd.DataFrame:
-    return table.to_pandas(types_mapper=_NULLABLE_INTS.get)
+    return table.to_pandas(types_mapper=_NULLABLE_TYPES.get)
 
 
 def frame_from_rows(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pd.DataFrame:

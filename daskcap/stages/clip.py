@@ -64,21 +64,24 @@ def make_clips(videos: pd.DataFrame, params: FixedStrideClipStage) -> pd.DataFra
             continue
         fps = float(video.fps)
         for index, (start_s, end_s) in enumerate(clip_spans(float(video.duration_s), params)):
-            start_frame = int(start_s * fps)
-            end_frame = min(int(end_s * fps), int(video.num_frames))
+            start_frame, end_frame = int(start_s * fps), int(end_s * fps)
+            reaches_end = end_s >= float(video.duration_s)
+            # Expected frames; prepare re-plans on the frames it really decodes.
+            last_frame = int(video.num_frames) if reaches_end else min(end_frame, int(video.num_frames))
             rows.append(
                 {
                     "video_path": video.video_path,
-                    "clip_id": clip_id(video.video_path, start_frame, int(end_s * fps)),
+                    "clip_id": clip_id(video.video_path, start_frame, end_frame),
                     "clip_index": index,
                     "clip_start_s": start_s,
                     "clip_end_s": end_s,
                     "source_start_frame": start_frame,
                     "source_end_frame": end_frame,
+                    "reaches_end": reaches_end,
                     "fps": fps,
                     "width": video.width,
                     "height": video.height,
-                    "num_frames": max(0, end_frame - start_frame),
+                    "num_frames": max(0, last_frame - start_frame),
                     "status": schema.OK,
                     "error": None,
                 }

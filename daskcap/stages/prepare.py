@@ -7,7 +7,9 @@ to the model's pixel grid on the spot. No frame buffer grows with the clip.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 PREPROCESS_DTYPES = ("float32", "float16", "bfloat16")
 RESIZE_INTERPOLATION = "BICUBIC"  # what Qwen-VL's processor uses
+_TO_STREAM_END = 2**62
 
 
 @dataclass(frozen=True)
@@ -98,25 +101,40 @@ def _plan_windows(num_frames: int, fps: float, height: int, width: int, params: 
     return windows
 
 
-def _decode_clip(clip, windows: list[_Window], params: CaptionPreparationStage, seek: bool) -> tuple[int, bytes | None]:
-    """Stream the clip once through every window; return (frames decoded, clip mp4)."""
+@contextlib.contextmanager
+def _clip_frames(clip, stats: DecodeStats, seek: bool) -> Iterator[tuple[Iterator[av.VideoFrame], Fraction]]:
+    """The clip's decoded frames (streaming) and the source frame rate."""
+    with open_container(clip.video_path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = frame_rate(stream) or Fraction(clip.fps).limit_denominator(100000)
+        start = int(clip.source_start_frame)
+        end = _TO_STREAM_END if clip.reaches_end else int(clip.source_end_frame)
+        yield iter_clip_frames(container, stream, start, end, rate, stats, seek=seek), rate
+
+
+def _count_clip_frames(clip) -> int:
     stats = DecodeStats()
-    window_of = np.full(windows[-1].end + 1 if windows else 0, -1, dtype=np.int64)
+    with _clip_frames(clip, stats, seek=False) as (frames, _):
+        for _ in frames:
+            pass
+    return stats.frames
+
+
+def _decode_clip(clip, windows: list[_Window], params: CaptionPreparationStage, seek: bool) -> tuple[DecodeStats, bytes | None]:
+    """Stream the clip once through every window; return the decode stats and the clip's mp4."""
+    stats = DecodeStats()
+    window_of = np.full(windows[-1].end + 1, -1, dtype=np.int64)
     for window in windows:
         window_of[window.start : window.end + 1] = window.index
     wanted = {i for w in windows for i in w.sampled_indices}
     # A clip made of one window is its own mp4: encode it once.
     clip_writer_needed = params.clip_mp4 and not (len(windows) == 1 and params.generate_previews)
     clip_writer = None
+    clip_bytes = None
     writers: list[Mp4Writer] = []
     try:
-        with open_container(clip.video_path) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            rate = frame_rate(stream) or Fraction(clip.fps).limit_denominator(100000)
-            frames = iter_clip_frames(
-                container, stream, int(clip.source_start_frame), int(clip.source_end_frame), rate, stats, seek=seek
-            )
+        with _clip_frames(clip, stats, seek) as (frames, rate):
             for position, frame in enumerate(frames):
                 if clip_writer_needed:
                     if clip_writer is None:
@@ -140,9 +158,8 @@ def _decode_clip(clip, windows: list[_Window], params: CaptionPreparationStage, 
                 if position == window.end and window.mp4 is not None:
                     window.mp4_bytes = window.mp4.finish()
                     window.mp4 = None
-            decoded = stats.frames
-            clip_bytes = clip_writer.finish() if clip_writer is not None else None
-            clip_writer = None
+            if clip_writer is not None:
+                clip_bytes = clip_writer.finish()
     except av.error.FFmpegError as exc:
         raise _ClipFailed(schema.DECODE_FAILED, f"{type(exc).__name__}: {exc}") from exc
     except (ValueError, MemoryError) as exc:
@@ -150,16 +167,27 @@ def _decode_clip(clip, windows: list[_Window], params: CaptionPreparationStage, 
     finally:
         for writer in writers:
             writer.abort()  # no-op for writers that finished
-    if stats.corrupt_packets:
-        log.warning("%s clip %d: skipped %d corrupt packets", clip.video_path, clip.clip_index, stats.corrupt_packets)
-    if params.clip_mp4 and clip_bytes is None and windows:
+    if params.clip_mp4 and clip_bytes is None:
         clip_bytes = windows[0].mp4_bytes
-    return decoded, clip_bytes
+    return stats, clip_bytes
+
+
+def _decode_warning(expected: int, decoded: int, stats: DecodeStats) -> str | None:
+    """What an ``ok`` window should still tell its user about lost frames."""
+    notes = []
+    if decoded < expected:
+        notes.append(f"{decoded} of {expected} expected frames decoded")
+    if stats.corrupt_packets:
+        notes.append(f"{stats.corrupt_packets} corrupt packet(s) skipped")
+    if stats.stream_cut:
+        notes.append("the stream ends early (truncated file)")
+    return "warning: " + "; ".join(notes) if notes else None
 
 
 def _clip_windows(clip, params: CaptionPreparationStage) -> list[dict]:
     prompt = caption_prompt(params.prompt_variant, params.prompt_text)
     fps, height, width = float(clip.fps), int(clip.height), int(clip.width)
+    expected = int(clip.num_frames)
     base = {
         "video_path": clip.video_path,
         "clip_id": clip.clip_id,
@@ -169,36 +197,41 @@ def _clip_windows(clip, params: CaptionPreparationStage) -> list[dict]:
         "fps": fps,
         "prompt": prompt,
     }
-    try:
-        windows = _plan_windows(int(clip.num_frames), fps, height, width, params)
-    except ValueError as exc:  # no model frame size for this video (aspect ratio)
-        spans = split_windows(int(clip.num_frames), params.window_size, params.remainder_threshold)
+
+    def failed_rows(spans, status: str, error: str) -> list[dict]:
         return [
-            {**base, "window_index": i, "start_frame": start, "end_frame": end,
-             "status": schema.ENCODE_FAILED, "error": str(exc)}
+            {**base, "window_index": i, "start_frame": start, "end_frame": end, "status": status, "error": error}
             for i, (start, end) in enumerate(spans)
         ]
+
+    try:
+        windows = _plan_windows(expected, fps, height, width, params)
+    except ValueError as exc:  # no model frame size for this video (aspect ratio)
+        spans = split_windows(expected, params.window_size, params.remainder_threshold)
+        return failed_rows(spans, schema.ENCODE_FAILED, str(exc))
     if not windows:
         return []
     try:
-        decoded, clip_bytes = _decode_clip(clip, windows, params, seek=True)
-        if decoded != int(clip.num_frames):
-            # Timestamps disagree with the probed frame count (VFR, gaps, a bad
-            # index): plan again on the frames really decoded, from the start.
-            log.info("%s clip %d: %d frames decoded, %d expected; re-planning",
-                     clip.video_path, clip.clip_index, decoded, int(clip.num_frames))
+        stats, clip_bytes = _decode_clip(clip, windows, params, seek=True)
+        if stats.frames != expected:
+            # The decoded frames disagree with the probed count (variable frame
+            # rate, a lying header, lost data): count what really decodes, from
+            # the start of the file, and plan the windows on that.
+            decoded = _count_clip_frames(clip)
+            log.info("%s clip %d: %d frames decode, %d expected; re-planning", clip.video_path, clip.clip_index, decoded, expected)
             windows = _plan_windows(decoded, fps, height, width, params)
             if not windows:
                 return []
-            decoded, clip_bytes = _decode_clip(clip, windows, params, seek=False)
+            stats, clip_bytes = _decode_clip(clip, windows, params, seek=False)
+            if stats.frames != decoded:
+                raise _ClipFailed(schema.DECODE_FAILED, f"decoding is not repeatable: {decoded} then {stats.frames} frames")
         if any(len(w.frames) != len(w.sampled_indices) for w in windows):
             raise _ClipFailed(schema.DECODE_FAILED, "the decoder returned fewer frames than the clip holds")
     except _ClipFailed as exc:
-        return [
-            {**base, "window_index": w.index, "start_frame": w.start, "end_frame": w.end,
-             "status": exc.status, "error": str(exc)}
-            for w in windows
-        ]
+        return failed_rows([(w.start, w.end) for w in windows], exc.status, str(exc))
+    warning = _decode_warning(expected, stats.frames, stats)
+    if warning:
+        log.warning("%s clip %d: %s", clip.video_path, clip.clip_index, warning)
     rows = []
     for window in windows:
         rows.append(
@@ -215,7 +248,7 @@ def _clip_windows(clip, params: CaptionPreparationStage) -> list[dict]:
                 "window_mp4": window.mp4_bytes,
                 "clip_mp4": clip_bytes if window.index == 0 else None,
                 "status": schema.OK,
-                "error": None,
+                "error": warning,
             }
         )
     if params.verbose:

@@ -46,9 +46,15 @@ def preview_size(width: int, height: int, target_height: int) -> tuple[int, int]
 
 
 def preview_positions(num_frames: int, source_fps: float, target_fps: float) -> list[int]:
-    """Window frame positions shown at ``target_fps``: the frame nearest each tick."""
+    """Window frame positions shown at ``target_fps``: the frame nearest each tick.
+
+    At least two, first and last, so a window shorter than one tick still
+    gives an animated WebP (one image would make a still one).
+    """
     duration_s = num_frames / source_fps
-    ticks = max(1, int(duration_s * target_fps + 1e-9))
+    ticks = int(duration_s * target_fps + 1e-9)
+    if ticks < 2:
+        return [0, num_frames - 1]
     return [min(num_frames - 1, int(round(k * source_fps / target_fps))) for k in range(ticks)]
 
 

@@ -97,6 +97,9 @@ def finish_videos(videos: pd.DataFrame, window_index: pd.DataFrame, clips: pd.Da
     failed = window_index[window_index["status"] != schema.OK]
     failed_counts = failed.groupby("video_path").size()
     first_error = failed.groupby("video_path")["error"].first()
+    main_failure = failed.groupby("video_path")["status"].agg(lambda s: s.value_counts().index[0])
+    warned = window_index[(window_index["status"] == schema.OK) & window_index["error"].notna()]
+    first_warning = warned.groupby("video_path")["error"].first()
     num_clips = videos["video_path"].map(clip_counts).fillna(0).astype("int32")
     num_windows = videos["video_path"].map(window_counts).fillna(0).astype("int32")
     statuses, errors = list(videos["status"]), list(videos["error"])
@@ -109,9 +112,15 @@ def finish_videos(videos: pd.DataFrame, window_index: pd.DataFrame, clips: pd.Da
         elif num_windows.iloc[i] == 0:
             statuses[i] = schema.NO_WINDOWS
             errors[i] = "every clip has fewer than 4 frames: no windows"
+        elif path in failed_counts.index and failed_counts[path] == num_windows.iloc[i]:
+            # Nothing usable came out: the video takes its windows' failure.
+            statuses[i] = main_failure[path]
+            errors[i] = f"all {num_windows.iloc[i]} windows failed: {first_error[path]}"
         elif path in failed_counts.index:
             statuses[i] = schema.PARTIAL
             errors[i] = f"{failed_counts[path]} of {num_windows.iloc[i]} windows failed; first: {first_error[path]}"
+        elif path in first_warning.index:
+            errors[i] = first_warning[path]
     videos["num_clips"] = num_clips.to_numpy()
     videos["num_windows"] = num_windows.to_numpy()
     videos["status"] = pd.Series(statuses, index=videos.index, dtype=videos["status"].dtype)

@@ -12,8 +12,9 @@ import av
 
 @dataclass
 class DecodeStats:
-    corrupt_packets: int = 0
     frames: int = 0
+    corrupt_packets: int = 0  # packets the decoder rejected (skipped)
+    stream_cut: bool = False  # the demuxer failed before the end (truncated file)
 
 
 def _seek_before(container: av.container.InputContainer, stream: av.video.stream.VideoStream, start_frame: int, rate: Fraction) -> None:
@@ -21,6 +22,18 @@ def _seek_before(container: av.container.InputContainer, stream: av.video.stream
     # Half a frame early, so rounding cannot land the seek just past the frame.
     target = origin + math.floor((Fraction(start_frame) - Fraction(1, 2)) / rate / stream.time_base)
     container.seek(max(origin, target), stream=stream, backward=True, any_frame=False)
+
+
+def _packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream, stats: DecodeStats) -> Iterator[av.Packet]:
+    packets = container.demux(stream)
+    while True:
+        try:
+            yield next(packets)
+        except StopIteration:
+            return
+        except av.error.FFmpegError:
+            stats.stream_cut = True
+            return
 
 
 def iter_clip_frames(
@@ -36,8 +49,10 @@ def iter_clip_frames(
 
     A frame's index is its presentation time x ``rate`` (rounded), so a clip is
     a time span, as in the reference; frames without timestamps continue the
-    count of the frame before. Packets the decoder rejects are skipped and
-    counted in ``stats`` rather than ending the clip.
+    count of the frame before. ``container`` must be freshly opened: the first
+    clip is read from the start without seeking (a seek to the start time can
+    land past the first group of pictures in MPEG-PS). Packets the decoder
+    rejects are skipped and counted in ``stats`` rather than ending the clip.
     """
     origin = stream.start_time or 0
     # Index of the last frame seen: known (-1) only when decoding from the start.
@@ -45,12 +60,10 @@ def iter_clip_frames(
     if seek and start_frame > 0:
         _seek_before(container, stream, start_frame, rate)
         previous = None
-    elif seek:
-        container.seek(origin, stream=stream, backward=True, any_frame=False)
-    for packet in container.demux(stream):
+    for packet in _packets(container, stream, stats):
         try:
             frames = packet.decode()
-        except (av.error.InvalidDataError, av.error.ValueError, av.error.EOFError):
+        except av.error.FFmpegError:
             stats.corrupt_packets += 1
             continue
         for frame in frames:

@@ -13,7 +13,7 @@ MP4_OPTIONS = {"crf": "23", "preset": "veryfast"}
 
 
 def even_size(width: int, height: int) -> tuple[int, int]:
-    """yuv420p needs even sides; drop the odd row/column (at least 2)."""
+    """yuv420p needs even sides: the even size just below (at least 2); frames are scaled to it."""
     return max(2, width - width % 2), max(2, height - height % 2)
 
 

@@ -26,11 +26,12 @@ def open_container(path: str) -> Iterator[av.container.InputContainer]:
     Local files go to FFmpeg by name (its own buffered, seekable I/O); remote
     ones through a seekable fsspec file object.
     """
+    # Tags in a legacy encoding (latin-1 titles) must not make a video unreadable.
     if is_local(path):
-        with av.open(local_path(path), "r") as container:
+        with av.open(local_path(path), "r", metadata_errors="replace") as container:
             yield container
         return
-    with fsspec.open(path, "rb") as handle, av.open(handle, "r") as container:
+    with fsspec.open(path, "rb") as handle, av.open(handle, "r", metadata_errors="replace") as container:
         yield container
 
 

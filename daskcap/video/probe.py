@@ -43,22 +43,36 @@ def _header_is_trustworthy(header_frames: int, duration_s: float, fps: float) ->
     return abs(header_frames - expected) <= max(2.0, 0.02 * expected)
 
 
-def _count_frames(path: str) -> int:
-    """Count the video packets (one per frame): demux only, no decode."""
-    count = 0
+def _count_frames(path: str) -> tuple[int, float]:
+    """Count the video packets (one per frame) and measure their time span.
+
+    Demux only, no decode. The span (first timestamp to the end of the last
+    packet) is the stream's real length even when the header has none, when
+    timestamps start late, or when a gap interrupts them.
+    """
+    count, first, end = 0, None, None
     with open_container(path) as container:
         stream = container.streams.video[0]
         for packet in container.demux(stream):
-            if packet.size:
-                count += 1
-    return count
+            if not packet.size:
+                continue
+            count += 1
+            if packet.pts is not None:
+                first = packet.pts if first is None else min(first, packet.pts)
+                packet_end = packet.pts + (packet.duration or 0)
+                end = packet_end if end is None else max(end, packet_end)
+        span = float((end - first) * stream.time_base) if first is not None and end > first else 0.0
+    return count, span
 
 
-def stream_duration_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
+def stream_duration_s(stream: av.video.stream.VideoStream) -> float:
+    """The video stream's own duration, 0.0 when the header has none.
+
+    The container's duration is not used: some formats (Matroska with a start
+    offset) report the end time there, not the length.
+    """
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
-    if container.duration:
-        return container.duration / av.time_base
     return 0.0
 
 
@@ -78,6 +92,8 @@ def probe(path: str) -> VideoInfo:
     """
     try:
         size = file_size(path)
+        if size == 0:
+            raise ProbeError(schema.READ_FAILED, "empty file (0 bytes)")
         with open_container(path) as container:
             if not container.streams.video:
                 raise ProbeError(schema.NO_VIDEO_STREAM, "the file has no video stream")
@@ -87,7 +103,7 @@ def probe(path: str) -> VideoInfo:
             codec = stream.codec_context.name
             if rate is None:
                 raise ProbeError(schema.BAD_METADATA, "the video stream has no usable frame rate")
-            duration_s = stream_duration_s(container, stream)
+            duration_s = stream_duration_s(stream)
             header_frames = int(stream.frames or 0)
             first = next(container.decode(stream), None)
             if first is None:
@@ -115,7 +131,9 @@ def probe(path: str) -> VideoInfo:
     if _header_is_trustworthy(header_frames, duration_s, fps):
         num_frames, source = header_frames, "header"
     else:
-        num_frames, source = _count_frames(path), "counted"
+        num_frames, span_s = _count_frames(path)
+        source = "counted"
+        duration_s = span_s or num_frames / fps
     if duration_s <= 0:
         duration_s = num_frames / fps
     return VideoInfo(
