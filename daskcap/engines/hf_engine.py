@@ -1,0 +1,105 @@
+"""The transformers backend: runs anywhere torch runs (CPU here, CUDA on GPU workers)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from daskcap.engines.base import REPETITION_PENALTY, Engine, EngineConfig, EngineError, Generation, TextRequest, VideoRequest
+from daskcap.engines.chat import expand_video_pad, render, text_messages, video_messages
+from daskcap.engines.vision import QWEN2_5_VL_PATCHES, video_patches, video_token_count
+
+log = logging.getLogger(__name__)
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class TransformersEngine(Engine):
+    def __init__(self, config: EngineConfig):
+        if config.fp8:
+            raise EngineError(
+                "fp8 weights need the vLLM engine (--engine vllm on a GPU worker); "
+                "the transformers engine would silently run full precision"
+            )
+        if config.family == "qwen3-vl":
+            raise EngineError("Qwen3-VL captions need the vLLM engine; the transformers engine supports Qwen2.5-VL")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+
+        self.config = config
+        self._torch = torch
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        model_dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.pixel_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[config.preprocess_dtype]
+        if self.device == "cpu":
+            self.pixel_dtype = torch.float32  # CPU matmuls want the model's own dtype
+        self.tokenizer = AutoTokenizer.from_pretrained(config.model_path)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        loader = AutoModelForCausalLM if config.family == "qwen-text" else AutoModelForImageTextToText
+        self.model = loader.from_pretrained(config.model_path, dtype=model_dtype).to(self.device).eval()
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+        log.info("transformers engine: %s on %s", config.model_name, self.device)
+
+    def caption(self, requests: list[VideoRequest]) -> dict[str, Generation]:
+        if self.config.family == "qwen-text":
+            raise EngineError(f"{self.config.model_name} is a text model; captions need a vision-language model")
+        results = {}
+        for chunk in _chunks(requests, self.config.batch_size):
+            texts, pixels, grids, seconds_per_grid = [], [], [], []
+            for request in chunk:
+                patches, grid = video_patches(request.frames, QWEN2_5_VL_PATCHES)
+                text = render(self.tokenizer, video_messages(request.prompt))
+                texts.append(expand_video_pad(text, video_token_count(grid, QWEN2_5_VL_PATCHES)))
+                pixels.append(patches)
+                grids.append(grid)
+                seconds_per_grid.append(QWEN2_5_VL_PATCHES.temporal_patch_size / request.sampled_fps)
+            torch = self._torch
+            inputs = dict(
+                pixel_values_videos=torch.from_numpy(np.concatenate(pixels)).to(self.device, self.pixel_dtype),
+                video_grid_thw=torch.tensor(grids, device=self.device),
+                second_per_grid_ts=torch.tensor(seconds_per_grid, device=self.device),
+            )
+            results.update(self._generate(chunk, texts, inputs))
+        return results
+
+    def complete(self, requests: list[TextRequest]) -> dict[str, Generation]:
+        results = {}
+        for chunk in _chunks(requests, self.config.batch_size):
+            texts = [render(self.tokenizer, text_messages(request.prompt)) for request in chunk]
+            results.update(self._generate(chunk, texts, {}))
+        return results
+
+    def _generate(self, chunk, texts: list[str], extra: dict) -> dict[str, Generation]:
+        torch = self._torch
+        tokens = self.tokenizer(texts, return_tensors="pt", padding=True).to(self.device)
+        max_tokens = max(request.max_tokens for request in chunk)
+        with torch.inference_mode():
+            output = self.model.generate(
+                **tokens, **extra, max_new_tokens=max_tokens, do_sample=False, repetition_penalty=REPETITION_PENALTY
+            )
+        prompt_length = tokens["input_ids"].shape[1]
+        results = {}
+        for row, request in enumerate(chunk):
+            generated = output[row, prompt_length:].tolist()[: request.max_tokens]
+            stop = next((i for i, token in enumerate(generated) if token in self.eos_ids), None)
+            kept = generated if stop is None else generated[:stop]
+            results[request.request_id] = Generation(
+                text=self.tokenizer.decode(kept, skip_special_tokens=True).strip(),
+                prompt_tokens=int(tokens["attention_mask"][row].sum()),
+                output_tokens=len(kept),
+                finish_reason="stop" if stop is not None else "length",
+            )
+        return results
+
+    def close(self) -> None:
+        del self.model
+        if self.device == "cuda":
+            self._torch.cuda.empty_cache()
