@@ -11,7 +11,10 @@ from daskcap.graph import JobError, UsageError
 from daskcap.pipeline import Pipeline
 from daskcap.prompts import CAPTION_PROMPTS
 from daskcap.stages._params import ParamError
-from daskcap.stages.caption import CaptionGenerationStage
+from daskcap.engines.base import BACKENDS
+from daskcap.engines.weights import DEFAULT_CAPTION_MODELS, DEFAULT_ENHANCE_MODELS
+from daskcap.prompts import ENHANCE_PROMPTS
+from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationStage
 from daskcap.stages.clip import FixedStrideClipStage
 from daskcap.stages.prepare import PREPROCESS_DTYPES, CaptionPreparationStage
 from daskcap.stages.preview import PreviewStage
@@ -45,7 +48,32 @@ def _run_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--captioning-prompt-text", default=None, help="custom caption prompt (overrides the variant)")
     g.add_argument("--captioning-preprocess-dtype", choices=PREPROCESS_DTYPES, default="float32", help="dtype the engine builds pixel values in")
     g.add_argument("--captioning-model-does-preprocess", action="store_true", help="keep sampled frames at source size; the model's processor resizes them")
-    g.add_argument("--generate-captions", action=argparse.BooleanOptionalAction, default=False, help="caption windows with a VLM (needs the engine layer; not in this version)")
+
+    g = p.add_argument_group("captions (CaptionGenerationStage)")
+    g.add_argument("--generate-captions", action=argparse.BooleanOptionalAction, default=False, help="caption every window with a vision-language model")
+    g.add_argument("--model-dir", default="models", help="folder of <org>/<name> model weights; missing hub models are downloaded here once per node")
+    g.add_argument("--captioning-algorithm", choices=sorted(DEFAULT_CAPTION_MODELS), default="qwen", help="caption model family: qwen (Qwen2.5-VL) or qwen3 (Qwen3-VL, vLLM only)")
+    g.add_argument("--captioning-model", default=None, help="HF id or local path of the caption model (default: the algorithm's, e.g. Qwen/Qwen2.5-VL-7B-Instruct); implies --generate-captions")
+    g.add_argument("--captioning-batch-size", type=int, default=16, help="windows per forward pass of the transformers engine (vLLM takes the whole partition at once)")
+    g.add_argument("--captioning-use-fp8-weights", action="store_true", help="fp8 weights (vLLM engine only)")
+    g.add_argument("--captioning-max-output-tokens", type=int, default=512, help="caption length limit, in tokens; a cut caption is marked finish_reason=length")
+    g.add_argument("--captioning-use-vllm-mmcache", action=argparse.BooleanOptionalAction, default=True, help="vLLM's multimodal processor cache")
+    g.add_argument("--captioning-stage2-caption", action="store_true", help="refine each caption in a second pass over the same frames")
+    g.add_argument("--captioning-stage2-prompt-text", default=None, help="custom stage-2 prompt (the stage-1 caption is appended)")
+
+    g = p.add_argument_group("enhanced captions (CaptionEnhancementStage)")
+    g.add_argument("--enhance-captions", action="store_true", help="rewrite each caption with a text LLM")
+    g.add_argument("--enhance-captions-algorithm", choices=sorted(DEFAULT_ENHANCE_MODELS), default="qwen", help="enhancement model family")
+    g.add_argument("--enhance-captions-model", default=None, help="HF id or local path of the text model (default: Qwen/Qwen2.5-14B-Instruct)")
+    g.add_argument("--enhance-captions-batch-size", type=int, default=128, help="captions per forward pass of the transformers engine")
+    g.add_argument("--enhance-captions-use-fp8-weights", action="store_true", help="fp8 weights (vLLM engine only)")
+    g.add_argument("--enhance-captions-max-output-tokens", type=int, default=512, help="enhanced caption length limit, in tokens")
+    g.add_argument("--enhance-captioning-prompt-variant", choices=sorted(ENHANCE_PROMPTS), default="default", help="enhancement prompt")
+    g.add_argument("--enhance-captions-prompt-text", default=None, help="custom enhancement prompt (the caption is appended)")
+
+    g = p.add_argument_group("engines")
+    g.add_argument("--engine", choices=BACKENDS, default="auto", help="auto: vLLM when importable and a CUDA device is visible, else transformers")
+    g.add_argument("--engine-workers", type=int, default=None, help="engine workers of the embedded cluster (default: one per GPU, else 1)")
 
     g = p.add_argument_group("previews (PreviewStage)")
     g.add_argument("--generate-previews", action=argparse.BooleanOptionalAction, default=True, help="make an animated WebP preview per window")
@@ -77,6 +105,7 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
         name="daskcap-run",
         scheduler=args.scheduler,
         n_workers=args.n_workers,
+        engine_workers=args.engine_workers,
         windows_per_partition=args.windows_per_partition,
         overwrite=args.overwrite,
         progress=not args.quiet,
@@ -91,6 +120,8 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
 
     if args.n_workers is not None and args.n_workers < 1:
         problems.append(f"--n-workers must be >= 1, got {args.n_workers}")
+    if args.engine_workers is not None and args.engine_workers < 1:
+        problems.append(f"--engine-workers must be >= 1, got {args.engine_workers}")
     if args.windows_per_partition < 1:
         problems.append(f"--windows-per-partition must be >= 1, got {args.windows_per_partition}")
     add(VideoReaderStage, input_video_path=args.input, video_limit=args.video_limit, verbose=args.verbose)
@@ -121,8 +152,36 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
             compression_level=args.preview_compression_level,
             verbose=args.verbose,
         )
-    if args.generate_captions:
-        add(CaptionGenerationStage, verbose=args.verbose)
+    if args.generate_captions or args.captioning_model or args.enhance_captions:
+        add(
+            CaptionGenerationStage,
+            model_dir=args.model_dir,
+            model_variant=args.captioning_algorithm,
+            model=args.captioning_model,
+            caption_batch_size=args.captioning_batch_size,
+            fp8=args.captioning_use_fp8_weights,
+            max_output_tokens=args.captioning_max_output_tokens,
+            model_does_preprocess=args.captioning_model_does_preprocess,
+            disable_mmcache=not args.captioning_use_vllm_mmcache,
+            generate_stage2_caption=args.captioning_stage2_caption,
+            stage2_prompt_text=args.captioning_stage2_prompt_text,
+            engine=args.engine,
+            verbose=args.verbose,
+        )
+    if args.enhance_captions:
+        add(
+            CaptionEnhancementStage,
+            model_dir=args.model_dir,
+            model_variant=args.enhance_captions_algorithm,
+            model=args.enhance_captions_model,
+            prompt_variant=args.enhance_captioning_prompt_variant,
+            prompt_text=args.enhance_captions_prompt_text,
+            model_batch_size=args.enhance_captions_batch_size,
+            fp8=args.enhance_captions_use_fp8_weights,
+            max_output_tokens=args.enhance_captions_max_output_tokens,
+            engine=args.engine,
+            verbose=args.verbose,
+        )
     add(
         ClipWriterStage,
         output_path=args.output,
@@ -130,7 +189,7 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
         upload_clips=args.upload_clips,
         dry_run=args.dry_run,
         generate_previews=args.generate_previews,
-        generate_captions=args.generate_captions,
+        generate_captions=args.generate_captions or bool(args.captioning_model) or args.enhance_captions,
         write_model_input=args.write_model_input,
         verbose=args.verbose,
     )
@@ -154,7 +213,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="daskcap", description="Caption, preview and window videos at scale on Dask.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _run_parser(subparsers)
+    tiny = subparsers.add_parser(
+        "tiny-models",
+        help="write tiny random Qwen models (DIR/vlm, DIR/lm) for offline tests and demos",
+        description="Write a tiny random Qwen2.5-VL (DIR/vlm) and Qwen2 text model (DIR/lm), loadable like real "
+        "weights. Their captions are noise: use them to run the pipeline without a model hub.",
+    )
+    tiny.add_argument("directory", metavar="DIR")
     args = parser.parse_args(argv)
+    if args.command == "tiny-models":
+        from daskcap.engines.tiny import main as tiny_main
+
+        return tiny_main(args.directory)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -2,10 +2,15 @@
 
 read -> clip run as ``map_partitions`` over video rows; the client then packs
 clips into partitions bounded by their window count (so memory per task does
-not grow with video length); prepare -> preview -> write run as fused
-``map_partitions`` over those. Each partition returns only a light index of
-its windows plus per-stage seconds (in ``DataFrame.attrs``), which the client
-merges into the video table and ``summary.json``.
+not grow with video length); prepare -> preview run as fused
+``map_partitions`` over those. Without captions, write is fused in too.
+With captions, the prepared partitions are computed on CPU workers and each
+is submitted to the model stages with ``resources={"GPU": 1}`` (annotations
+on ``map_partitions`` are ignored by the dataframe backend), so they run only
+on engine workers, each of which keeps its engines loaded (engines/host.py);
+write then runs back on CPU workers. Each partition returns only a light
+index of its windows plus per-stage seconds (in ``DataFrame.attrs``), which
+the client merges into the video table and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -14,16 +19,22 @@ import contextlib
 import logging
 import math
 import os
+import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import dask.dataframe as dd
 import pandas as pd
-from distributed import Client, LocalCluster, as_completed
+from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster, as_completed
 
 from daskcap import schema
+from daskcap.engines.base import resolve_backend
+from daskcap.engines.host import current_host, worker_stats
+from daskcap.engines.weights import check_available
+from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationStage, caption_windows, enhance_windows
 from daskcap.stages.clip import FixedStrideClipStage, make_clips
 from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
 from daskcap.stages.preview import PreviewStage, make_previews
@@ -36,6 +47,7 @@ log = logging.getLogger(__name__)
 
 STAGE_SECONDS = "daskcap_stage_seconds"
 OUTPUT_ENTRIES = ("windows", "videos", "previews", "clips", "summary.json")
+ENGINE_RESOURCE = "GPU"
 
 
 class JobError(RuntimeError):
@@ -43,20 +55,23 @@ class JobError(RuntimeError):
 
 
 class UsageError(JobError):
-    """The job was refused before any work (nothing to read, output in the way)."""
+    """The job was refused before any work (nothing to read, output in the way, no model)."""
 
 
 @dataclass(frozen=True)
 class ClusterOptions:
-    """Where the job runs: an existing scheduler, or an embedded LocalCluster."""
+    """Where the job runs: an existing scheduler, or an embedded cluster."""
 
     scheduler: str | None = None
-    n_workers: int | None = None  # embedded cluster; default one per core
+    n_workers: int | None = None  # embedded cluster CPU workers; default one per core
+    engine_workers: int | None = None  # embedded engine workers; default one per GPU, else 1
     windows_per_partition: int = 8
 
     def __post_init__(self) -> None:
         if self.n_workers is not None and self.n_workers < 1:
             raise ValueError(f"n_workers must be >= 1, got {self.n_workers}")
+        if self.engine_workers is not None and self.engine_workers < 1:
+            raise ValueError(f"engine_workers must be >= 1, got {self.engine_workers}")
         if self.windows_per_partition < 1:
             raise ValueError(f"windows_per_partition must be >= 1, got {self.windows_per_partition}")
 
@@ -68,6 +83,12 @@ class Job:
     prepare: CaptionPreparationStage
     writer: ClipWriterStage
     preview: PreviewStage | None = None
+    caption: CaptionGenerationStage | None = None
+    enhance: CaptionEnhancementStage | None = None
+
+    @property
+    def needs_engines(self) -> bool:
+        return self.caption is not None or self.enhance is not None
 
 
 @dataclass
@@ -98,32 +119,97 @@ def _timed(frame: pd.DataFrame, stage: str, function: Callable, params: Any) -> 
 
 def _write_partition(frame: pd.DataFrame, writer: ClipWriterStage, partition_info: dict | None = None) -> pd.DataFrame:
     number = partition_info["number"] if partition_info else 0
+    return _write_numbered(frame, writer, number)
+
+
+def _write_numbered(frame: pd.DataFrame, writer: ClipWriterStage, number: int) -> pd.DataFrame:
     return _timed(frame, "write", lambda f, p: write_windows(f, p, f"part-{number:05d}"), writer)
+
+
+def _caption_task(frame: pd.DataFrame, params: CaptionGenerationStage, drop_model_input: bool) -> pd.DataFrame:
+    """On an engine worker: caption one partition with this worker's persistent engine."""
+    host = current_host()
+    handle = host.handle(params.engine_config())
+    result = _timed(frame, "caption", lambda f, p: caption_windows(f, p, handle), params)
+    host.count(partitions_captioned=1, windows_captioned=int(result["caption"].notna().sum()))
+    return _drop_model_input(result) if drop_model_input else result
+
+
+def _enhance_task(frame: pd.DataFrame, params: CaptionEnhancementStage) -> pd.DataFrame:
+    host = current_host()
+    handle = host.handle(params.engine_config())
+    result = _timed(frame, "enhance", lambda f, p: enhance_windows(f, p, handle), params)
+    host.count(windows_enhanced=int(result["enhanced_caption"].notna().sum()))
+    return result
+
+
+def _drop_model_input(frame: pd.DataFrame) -> pd.DataFrame:
+    """Sampled frames are not needed after captioning: do not ship them back."""
+    frame = frame.copy()
+    frame["sampled_frames"] = None
+    return frame
 
 
 def _index_meta() -> pd.DataFrame:
     return schema.empty_frame(schema.WINDOW_SCHEMA)[INDEX_COLUMNS]
 
 
+def _gpu_count() -> int:
+    """GPUs on this machine, from the device nodes (CUDA itself is not initialised)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() not in ("", "-1")])
+    return len([name for name in os.listdir("/dev") if re.fullmatch(r"nvidia\d+", name)]) if os.path.isdir("/dev") else 0
+
+
+def _embedded_cluster(options: ClusterOptions, needs_engines: bool) -> SpecCluster:
+    n_workers = options.n_workers or os.cpu_count() or 1
+    if not needs_engines:
+        return LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
+        )
+    quiet = {"nthreads": 1, "silence_logs": logging.ERROR}
+    workers = {f"cpu-{i}": {"cls": Nanny, "options": dict(quiet)} for i in range(n_workers)}
+    gpus = _gpu_count()
+    engine_workers = options.engine_workers or max(1, gpus)
+    for i in range(engine_workers):
+        env = {"CUDA_VISIBLE_DEVICES": str(i)} if gpus else {}
+        workers[f"engine-{i}"] = {
+            "cls": Nanny,
+            "options": {
+                **quiet,
+                "resources": {ENGINE_RESOURCE: 1},
+                "env": env,
+                # vLLM starts its own engine process: the worker must not be daemonic.
+                "config": {"distributed.worker.daemon": False},
+            },
+        }
+    return SpecCluster(
+        scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
+        workers=workers,
+        silence_logs=logging.ERROR,
+        name="daskcap",
+    )
+
+
 @contextlib.contextmanager
-def connect(options: ClusterOptions) -> Iterator[Client]:
-    """A client to ``options.scheduler``, or to a LocalCluster started here."""
+def connect(options: ClusterOptions, needs_engines: bool = False) -> Iterator[Client]:
+    """A client to ``options.scheduler``, or to a cluster started here."""
     if options.scheduler:
         with Client(options.scheduler) as client:
             yield client
         return
-    n_workers = options.n_workers or os.cpu_count() or 1
-    with (
-        LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with _embedded_cluster(options, needs_engines) as cluster, Client(cluster) as client:
+        client.wait_for_workers(len(cluster.worker_spec))
         yield client
+
+
+def _workers_by_kind(client: Client) -> tuple[list[str], list[str]]:
+    """(CPU workers, engine workers) by the resources they advertise."""
+    cpu, engine = [], []
+    for address, info in client.scheduler_info(n_workers=-1)["workers"].items():
+        (engine if info.get("resources", {}).get(ENGINE_RESOURCE) else cpu).append(address)
+    return sorted(cpu), sorted(engine)
 
 
 def plan_partitions(clips: pd.DataFrame, prepare: CaptionPreparationStage, windows_per_partition: int, n_workers: int) -> list[pd.DataFrame]:
@@ -163,13 +249,31 @@ def prepare_output(writer: ClipWriterStage, overwrite: bool) -> None:
     fs.makedirs(root, exist_ok=True)
 
 
+def check_models(job: Job, options: ClusterOptions) -> list[str]:
+    """Problems with the model stages, found before any video is read."""
+    problems = []
+    for stage in (job.caption, job.enhance):
+        if stage is None:
+            continue
+        problems += [f"{type(stage).__name__}: {p}" for p in check_available(stage.model_name, stage.model_dir)]
+        if stage.fp8:
+            # On an existing cluster the workers decide "auto"; here we can only judge our own machine.
+            backend = stage.engine if (options.scheduler and stage.engine == "auto") else resolve_backend(stage.engine)
+            if backend == "transformers":
+                problems.append(
+                    f"{type(stage).__name__}: fp8 needs the vLLM engine; the transformers engine "
+                    "(the only one available here) would silently run full precision"
+                )
+    return problems
+
+
 def _sum_seconds(frames: list[pd.DataFrame], into: dict[str, float]) -> None:
     for frame in frames:
         for stage, seconds in frame.attrs.get(STAGE_SECONDS, {}).items():
             into[stage] = into.get(stage, 0.0) + seconds
 
 
-def _gather(client: Client, futures: list, progress: _Progress, description: str) -> tuple[list, list[tuple[int, BaseException]]]:
+def _gather(futures: list, progress: _Progress, description: str) -> tuple[list, list[tuple[int, BaseException]]]:
     """Results in partition order; a failed partition is reported, not fatal."""
     position = {future.key: i for i, future in enumerate(futures)}
     results: list = [None] * len(futures)
@@ -184,18 +288,69 @@ def _gather(client: Client, futures: list, progress: _Progress, description: str
     return results, failures
 
 
+def _worker_summary(before: dict, after: dict, engine_workers: list[str]) -> dict:
+    summary = {}
+    for address, stats in after.items():
+        previous = before.get(address, {})
+        loads_before = previous.get("model_loads", {})
+        summary[address] = {
+            "engine": address in engine_workers,
+            "model_loads": {m: n - loads_before.get(m, 0) for m, n in stats.get("model_loads", {}).items() if n - loads_before.get(m, 0)},
+            **{
+                name: stats.get(name, 0) - previous.get(name, 0)
+                for name in ("partitions_captioned", "windows_captioned", "windows_enhanced")
+            },
+        }
+    return summary
+
+
+def _submit_model_stages(client: Client, job: Job, windows_dd, cpu: list[str]) -> list:
+    """Prepared partitions on CPU workers, model stages on engine workers, write on CPU workers."""
+    on_cpu = {"workers": cpu or None, "allow_other_workers": not cpu}
+    prepared = client.compute(windows_dd.to_delayed(), **on_cpu)
+    run = uuid.uuid4().hex[:8]  # fresh keys: reused keys keep their old placement
+    drop_input = not job.writer.write_model_input
+    written = []
+    for i, partition in enumerate(prepared):
+        future = partition
+        if job.caption is not None:
+            future = client.submit(
+                _caption_task, future, job.caption, drop_input,
+                resources={ENGINE_RESOURCE: 1}, key=f"daskcap-caption-{run}-{i}", pure=False,
+            )
+        if job.enhance is not None:
+            future = client.submit(
+                _enhance_task, future, job.enhance, resources={ENGINE_RESOURCE: 1}, key=f"daskcap-enhance-{run}-{i}", pure=False
+            )
+        written.append(
+            client.submit(_write_numbered, future, job.writer, i, key=f"daskcap-write-{run}-{i}", pure=False, **on_cpu)
+        )
+    return written
+
+
 def run_job(job: Job, options: ClusterOptions, *, overwrite: bool = False, progress: bool = True) -> dict:
     """Run ``job`` to completion and return its summary (also in summary.json)."""
     started = time.time()
+    problems = check_models(job, options)
+    if problems:
+        raise UsageError("\n".join(problems))
     paths = list_videos(job.reader)
     if paths.empty:
         raise UsageError(f"no videos found in {job.reader.input_video_path} (extensions: {' '.join(VIDEO_EXTENSIONS)})")
     prepare_output(job.writer, overwrite)
     tracker = _Progress(progress)
     stage_seconds: dict[str, float] = {}
-    with connect(options) as client:
-        n_workers = max(1, len(client.scheduler_info()["workers"]))
+    with connect(options, job.needs_engines) as client:
+        cpu_workers, engine_workers = _workers_by_kind(client)
+        if job.needs_engines and not engine_workers:
+            raise UsageError(
+                f"captions need engine workers, and the cluster at {options.scheduler} has none: start one per GPU "
+                f"with `dask cuda worker {options.scheduler} --resources {ENGINE_RESOURCE}=1` "
+                f"(CPU-only: `dask worker {options.scheduler} --nthreads 1 --resources {ENGINE_RESOURCE}=1`)"
+            )
+        n_workers = max(1, len(cpu_workers) or len(engine_workers))
         log.info("dashboard: %s", client.dashboard_link)
+        stats_before = client.run(worker_stats) if job.needs_engines else {}
 
         videos_dd = dd.from_pandas(paths, npartitions=max(1, min(len(paths), 4 * n_workers)), sort=False)
         videos_dd = videos_dd.map_partitions(_timed, "read", read_videos, job.reader, meta=schema.empty_frame(schema.VIDEO_SCHEMA))
@@ -203,7 +358,7 @@ def run_job(job: Job, options: ClusterOptions, *, overwrite: bool = False, progr
         video_parts = videos_dd.to_delayed(optimize_graph=False)
         clip_parts = clips_dd.to_delayed(optimize_graph=False)
         futures = client.compute(video_parts + clip_parts)
-        parts, failures = _gather(client, futures, tracker, "probe")
+        parts, failures = _gather(futures, tracker, "probe")
         if failures:
             raise JobError(f"probing failed: {failures[0][1]!r}") from failures[0][1]
         video_frames, clip_frames = parts[: len(video_parts)], parts[len(video_parts) :]
@@ -222,15 +377,21 @@ def run_job(job: Job, options: ClusterOptions, *, overwrite: bool = False, progr
             windows_dd = windows_dd.map_partitions(_timed, "prepare", prepare_windows, job.prepare, meta=window_meta)
             if job.preview is not None:
                 windows_dd = windows_dd.map_partitions(_timed, "preview", make_previews, job.preview, meta=window_meta)
-            index_dd = windows_dd.map_partitions(_write_partition, job.writer, meta=_index_meta())
-            futures = client.compute(index_dd.to_delayed())
-            results, failures = _gather(client, futures, tracker, "windows")
+            if job.needs_engines:
+                futures = _submit_model_stages(client, job, windows_dd, cpu_workers)
+            else:
+                index_dd = windows_dd.map_partitions(_write_partition, job.writer, meta=_index_meta())
+                futures = client.compute(index_dd.to_delayed())
+            results, failures = _gather(futures, tracker, "windows")
             index_parts = [r for r in results if r is not None]
             _sum_seconds(index_parts, stage_seconds)
             for i, exc in failures:
                 log.error("partition %d failed: %r", i, exc)
                 partition_failures.append({"partition": i, "error": repr(exc), "videos": sorted(set(groups[i]["video_path"]))})
         window_index = pd.concat(index_parts, ignore_index=True) if index_parts else _index_meta()
+        workers = _worker_summary(stats_before, client.run(worker_stats), engine_workers) if job.needs_engines else {}
+        if not job.needs_engines:
+            workers = {address: {"engine": False} for address in cpu_workers}
 
     videos = finish_videos(videos, window_index, clips)
     for failure in partition_failures:
@@ -253,12 +414,19 @@ def run_job(job: Job, options: ClusterOptions, *, overwrite: bool = False, progr
         "stage_seconds": {stage: round(seconds, 3) for stage, seconds in stage_seconds.items()},
         "partitions": len(groups),
         "failed_partitions": partition_failures,
-        "cluster": {"scheduler": options.scheduler or "embedded LocalCluster", "n_workers": n_workers},
+        "cluster": {
+            "scheduler": options.scheduler or "embedded",
+            "cpu_workers": len(cpu_workers),
+            "engine_workers": len(engine_workers),
+        },
+        "workers": workers,
         "config": {
             "reader": asdict(job.reader),
             "clipper": asdict(job.clipper),
             "prepare": asdict(job.prepare),
             "preview": asdict(job.preview) if job.preview else None,
+            "caption": asdict(job.caption) if job.caption else None,
+            "enhance": asdict(job.enhance) if job.enhance else None,
             "writer": asdict(job.writer),
             "windows_per_partition": options.windows_per_partition,
         },

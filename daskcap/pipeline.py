@@ -44,6 +44,7 @@ class Pipeline:
         *,
         scheduler: str | None = None,
         n_workers: int | None = None,
+        engine_workers: int | None = None,
         windows_per_partition: int = 8,
         overwrite: bool = False,
         progress: bool = True,
@@ -51,7 +52,9 @@ class Pipeline:
         self.name = name
         self.description = description
         self.stages: list = []
-        self.cluster = ClusterOptions(scheduler=scheduler, n_workers=n_workers, windows_per_partition=windows_per_partition)
+        self.cluster = ClusterOptions(
+            scheduler=scheduler, n_workers=n_workers, engine_workers=engine_workers, windows_per_partition=windows_per_partition
+        )
         self.overwrite = overwrite
         self.progress = progress
 
@@ -82,24 +85,25 @@ class Pipeline:
             problems.append(
                 "stages are out of order: expected " + " -> ".join(k.__name__ for k in expected)
             )
-        for kind in (CaptionGenerationStage, CaptionEnhancementStage):
-            if kind in found:
-                problems.append(
-                    f"{kind.__name__} needs the caption engine layer, which this daskcap version "
-                    "does not include yet; remove the stage (or --no-generate-captions) to run "
-                    "clips, windows and previews"
-                )
+        if CaptionEnhancementStage in found and CaptionGenerationStage not in found:
+            problems.append("CaptionEnhancementStage rewrites captions: add a CaptionGenerationStage before it")
         prepare = found.get(CaptionPreparationStage)
         if PreviewStage in found and prepare is not None and not prepare.generate_previews:
             problems.append("PreviewStage needs CaptionPreparationStage(generate_previews=True) (previews are made from window mp4s)")
         if problems:
             raise ParamError(problems)
         writer = found[ClipWriterStage]
+        caption = found.get(CaptionGenerationStage)
+        if caption is not None:
+            # The engine builds pixel values in the dtype the preparation stage names.
+            caption = dataclasses.replace(caption, preprocess_dtype=prepare.preprocess_dtype)
         return Job(
             reader=found[VideoReaderStage],
             clipper=found[FixedStrideClipStage],
             prepare=dataclasses.replace(prepare, clip_mp4=writer.upload_clips),
             preview=found.get(PreviewStage),
+            caption=caption,
+            enhance=found.get(CaptionEnhancementStage),
             writer=writer,
         )
 

@@ -29,9 +29,11 @@ TASK_FAILED = "task_failed"  # video: a task processing it crashed (a bug: pleas
 DECODE_FAILED = "decode_failed"  # window: its clip could not be decoded
 ENCODE_FAILED = "encode_failed"  # window: mp4 or model input could not be made
 PREVIEW_FAILED = "preview_failed"  # window: the WebP preview could not be made
+CAPTION_FAILED = "caption_failed"  # window: the caption model failed on it
+ENHANCE_FAILED = "enhance_failed"  # window: captioned, but the enhancement model failed on it
 
 FAILED_STATUSES = frozenset(
-    {READ_FAILED, NO_VIDEO_STREAM, BAD_METADATA, PARTIAL, TASK_FAILED, DECODE_FAILED, ENCODE_FAILED, PREVIEW_FAILED}
+    {READ_FAILED, NO_VIDEO_STREAM, BAD_METADATA, PARTIAL, TASK_FAILED, DECODE_FAILED, ENCODE_FAILED, PREVIEW_FAILED, CAPTION_FAILED, ENHANCE_FAILED}
 )
 
 VIDEO_SCHEMA = pa.schema(
@@ -92,8 +94,17 @@ _WINDOW_FIELDS = [
     ("sampled_height", pa.int32()),
     ("window_mp4", pa.binary()),
     ("prompt", pa.string()),
-    ("caption", pa.string()),
+    ("caption", pa.string()),  # the final caption (stage 2's when it ran)
+    ("stage1_caption", pa.string()),
     ("enhanced_caption", pa.string()),
+    ("caption_model", pa.string()),
+    ("caption_prompt_tokens", pa.int32()),  # of the final caption's request
+    ("caption_output_tokens", pa.int32()),
+    ("caption_finish_reason", pa.string()),  # "stop", or "length" when cut at max tokens
+    ("enhance_model", pa.string()),
+    ("enhance_prompt_tokens", pa.int32()),
+    ("enhance_output_tokens", pa.int32()),
+    ("enhance_finish_reason", pa.string()),
     ("preview_path", pa.string()),
     ("preview_webp", pa.binary()),
     ("status", pa.string()),

@@ -23,14 +23,21 @@ class EngineError(RuntimeError):
 class EngineConfig:
     """Everything that identifies one loaded engine; equal configs share it."""
 
-    backend: str  # "vllm" or "transformers" (resolved, never "auto")
-    model_path: str  # local directory with the weights
-    model_name: str  # as the user named it (HF id or path), for output rows
-    family: str  # "qwen2.5-vl", "qwen3-vl" or "qwen-text"
+    model: str  # HF id ("org/name") or local directory, as the user gave it
+    model_dir: str  # where "org/name" weights live (and are downloaded to)
+    backend: str = "auto"  # "auto", "vllm" or "transformers"
     fp8: bool = False
     disable_mmcache: bool = False
     preprocess_dtype: str = "float32"
     batch_size: int = 16  # transformers: windows per forward pass
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """Where an engine's weights are and what they are, found on the worker."""
+
+    path: str
+    family: str  # "qwen2.5-vl", "qwen3-vl" or "qwen-text"
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,10 @@ class Generation:
 class Engine(ABC):
     """One loaded model. Results come back keyed by request id, never by position."""
 
-    config: EngineConfig
+    def __init__(self, config: EngineConfig, model: LoadedModel):
+        self.config = config
+        self.model_path = model.path
+        self.family = model.family
 
     @abstractmethod
     def caption(self, requests: list[VideoRequest]) -> dict[str, Generation]: ...
@@ -95,12 +105,16 @@ def resolve_backend(backend: str) -> str:
 
 
 def build_engine(config: EngineConfig) -> Engine:
-    if config.backend == "vllm":
+    """Load ``config``'s model (downloading it once per node if needed) in its backend."""
+    from daskcap.engines.weights import ensure_local, model_family
+
+    path = ensure_local(config.model, config.model_dir)
+    model = LoadedModel(str(path), model_family(path))
+    backend = resolve_backend(config.backend)
+    if backend == "vllm":
         from daskcap.engines.vllm_engine import VllmEngine
 
-        return VllmEngine(config)
-    if config.backend == "transformers":
-        from daskcap.engines.hf_engine import TransformersEngine
+        return VllmEngine(config, model)
+    from daskcap.engines.hf_engine import TransformersEngine
 
-        return TransformersEngine(config)
-    raise EngineError(f"unknown engine backend {config.backend!r}")
+    return TransformersEngine(config, model)

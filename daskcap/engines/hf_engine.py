@@ -7,9 +7,10 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from daskcap.engines.base import REPETITION_PENALTY, Engine, EngineConfig, EngineError, Generation, TextRequest, VideoRequest
+from daskcap.engines.base import REPETITION_PENALTY, Engine, EngineConfig, EngineError, Generation, LoadedModel, TextRequest, VideoRequest
 from daskcap.engines.chat import expand_video_pad, render, text_messages, video_messages
 from daskcap.engines.vision import QWEN2_5_VL_PATCHES, video_patches, video_token_count
+from daskcap.video.windows import QWEN2_5_VL, frame_size_for_model
 
 log = logging.getLogger(__name__)
 
@@ -19,43 +20,62 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
+def _on_grid(frames: np.ndarray) -> np.ndarray:
+    """Frames at the model grid; resizes those left at source size (model_does_preprocess)."""
+    count, height, width, _ = frames.shape
+    target = frame_size_for_model(height, width, count, QWEN2_5_VL)
+    if target == (height, width):
+        return frames
+    import av
+
+    return np.stack([
+        av.VideoFrame.from_ndarray(frame, format="rgb24").to_ndarray(
+            format="rgb24", width=target[1], height=target[0], interpolation="BICUBIC"
+        )
+        for frame in frames
+    ])
+
+
 class TransformersEngine(Engine):
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: EngineConfig, model: LoadedModel):
+        super().__init__(config, model)
         if config.fp8:
             raise EngineError(
                 "fp8 weights need the vLLM engine (--engine vllm on a GPU worker); "
                 "the transformers engine would silently run full precision"
             )
-        if config.family == "qwen3-vl":
+        if self.family == "qwen3-vl":
             raise EngineError("Qwen3-VL captions need the vLLM engine; the transformers engine supports Qwen2.5-VL")
         import torch
         from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
-        self.config = config
+        hf_logging.disable_progress_bar()  # a bar per load would interleave with the job's progress
+
         self._torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         model_dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.pixel_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[config.preprocess_dtype]
         if self.device == "cpu":
             self.pixel_dtype = torch.float32  # CPU matmuls want the model's own dtype
-        self.tokenizer = AutoTokenizer.from_pretrained(config.model_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        loader = AutoModelForCausalLM if config.family == "qwen-text" else AutoModelForImageTextToText
-        self.model = loader.from_pretrained(config.model_path, dtype=model_dtype).to(self.device).eval()
+        loader = AutoModelForCausalLM if self.family == "qwen-text" else AutoModelForImageTextToText
+        self.model = loader.from_pretrained(self.model_path, dtype=model_dtype).to(self.device).eval()
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
-        log.info("transformers engine: %s on %s", config.model_name, self.device)
+        log.info("transformers engine: %s on %s", config.model, self.device)
 
     def caption(self, requests: list[VideoRequest]) -> dict[str, Generation]:
-        if self.config.family == "qwen-text":
-            raise EngineError(f"{self.config.model_name} is a text model; captions need a vision-language model")
+        if self.family == "qwen-text":
+            raise EngineError(f"{self.config.model} is a text model; captions need a vision-language model")
         results = {}
         for chunk in _chunks(requests, self.config.batch_size):
             texts, pixels, grids, seconds_per_grid = [], [], [], []
             for request in chunk:
-                patches, grid = video_patches(request.frames, QWEN2_5_VL_PATCHES)
+                patches, grid = video_patches(_on_grid(request.frames), QWEN2_5_VL_PATCHES)
                 text = render(self.tokenizer, video_messages(request.prompt))
                 texts.append(expand_video_pad(text, video_token_count(grid, QWEN2_5_VL_PATCHES)))
                 pixels.append(patches)

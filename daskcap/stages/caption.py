@@ -1,23 +1,44 @@
-"""Parameters of the model stages (CaptionGenerationStage, CaptionEnhancementStage).
+"""CaptionGenerationStage and CaptionEnhancementStage: the model stages.
 
-Their parameters, defaults and checks follow the reference so pipelines can
-be written against them today; running them needs the engine layer
-(``daskcap/engines``), which this version does not ship yet, and a pipeline
-that includes them is refused before any video is read.
+Each takes a partition of window rows and an engine handle (built and kept by
+the worker that runs it, see ``daskcap.engines.host``) and sends the whole
+partition to the engine in one call. A failed call rebuilds the engine once
+and retries; if it fails again, windows are tried one by one so a bad window
+is marked ``caption_failed`` / ``enhance_failed`` and the rest are kept.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
+import pandas as pd
+
+from daskcap import schema
+from daskcap.engines.base import BACKENDS, Engine, EngineConfig, Generation, TextRequest, VideoRequest
+from daskcap.engines.weights import DEFAULT_CAPTION_MODELS, DEFAULT_ENHANCE_MODELS
+from daskcap.prompts import ENHANCE_PROMPTS, enhance_prompt, stage2_prompt
 from daskcap.stages._params import Checks
 
-CAPTION_MODEL_VARIANTS = ("qwen",)
-ENHANCE_PROMPT_VARIANTS = ("default", "av-surveillance")
+log = logging.getLogger(__name__)
+
+CAPTION_MODEL_VARIANTS = tuple(DEFAULT_CAPTION_MODELS)
+ENHANCE_MODEL_VARIANTS = tuple(DEFAULT_ENHANCE_MODELS)
+
+
+class EngineHandle(Protocol):
+    def get(self) -> Engine: ...
+
+    def rebuild(self) -> Engine: ...
 
 
 @dataclass(frozen=True)
 class CaptionGenerationStage:
+    """The reference's parameters, plus ``model`` (HF id or local path; default by
+    ``model_variant``) and ``engine`` (auto, vllm, transformers)."""
+
     model_dir: str = "models/qwen"
     model_variant: str = "qwen"
     caption_batch_size: int = 16
@@ -28,6 +49,9 @@ class CaptionGenerationStage:
     generate_stage2_caption: bool = False
     stage2_prompt_text: str | None = None
     verbose: bool = False
+    model: str | None = None
+    engine: str = "auto"
+    preprocess_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         checks = Checks("CaptionGenerationStage")
@@ -36,11 +60,30 @@ class CaptionGenerationStage:
         checks.number("caption_batch_size", self.caption_batch_size, 1, integer=True)
         checks.number("max_output_tokens", self.max_output_tokens, 1, integer=True)
         checks.text("stage2_prompt_text", self.stage2_prompt_text, optional=True)
+        checks.text("model", self.model, optional=True)
+        checks.choice("engine", self.engine, BACKENDS)
         checks.done()
+
+    @property
+    def model_name(self) -> str:
+        return self.model or DEFAULT_CAPTION_MODELS[self.model_variant]
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(
+            model=self.model_name,
+            model_dir=self.model_dir,
+            backend=self.engine,
+            fp8=self.fp8,
+            disable_mmcache=self.disable_mmcache,
+            preprocess_dtype=self.preprocess_dtype,
+            batch_size=self.caption_batch_size,
+        )
 
 
 @dataclass(frozen=True)
 class CaptionEnhancementStage:
+    """The reference's parameters, plus ``model`` and ``engine`` as above."""
+
     model_dir: str = "models/qwen"
     model_variant: str = "qwen"
     prompt_variant: str = "default"
@@ -49,13 +92,142 @@ class CaptionEnhancementStage:
     fp8: bool = False
     max_output_tokens: int = 512
     verbose: bool = False
+    model: str | None = None
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
         checks = Checks("CaptionEnhancementStage")
         checks.text("model_dir", self.model_dir)
-        checks.choice("model_variant", self.model_variant, CAPTION_MODEL_VARIANTS)
-        checks.choice("prompt_variant", self.prompt_variant, ENHANCE_PROMPT_VARIANTS)
+        checks.choice("model_variant", self.model_variant, ENHANCE_MODEL_VARIANTS)
+        checks.choice("prompt_variant", self.prompt_variant, ENHANCE_PROMPTS)
         checks.text("prompt_text", self.prompt_text, optional=True)
         checks.number("model_batch_size", self.model_batch_size, 1, integer=True)
         checks.number("max_output_tokens", self.max_output_tokens, 1, integer=True)
+        checks.text("model", self.model, optional=True)
+        checks.choice("engine", self.engine, BACKENDS)
         checks.done()
+
+    @property
+    def model_name(self) -> str:
+        return self.model or DEFAULT_ENHANCE_MODELS[self.model_variant]
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(
+            model=self.model_name,
+            model_dir=self.model_dir,
+            backend=self.engine,
+            fp8=self.fp8,
+            batch_size=self.model_batch_size,
+        )
+
+
+def window_id(clip_id: str, window_index: int) -> str:
+    return f"{clip_id}/{window_index}"
+
+
+def run_requests(handle: EngineHandle, call: Callable[[Engine, list], dict[str, Generation]], requests: list) -> dict[str, Generation | str]:
+    """Results by request id; a request that keeps failing maps to its error text."""
+    if not requests:
+        return {}
+    try:
+        return call(handle.get(), requests)
+    except Exception as first:  # noqa: BLE001 (any engine failure: rebuild once and retry)
+        log.warning("engine failed on %d requests (%r); rebuilding it and retrying", len(requests), first)
+    try:
+        return call(handle.rebuild(), requests)
+    except Exception as second:  # noqa: BLE001
+        log.warning("engine failed again (%r); trying the requests one by one", second)
+    results: dict[str, Generation | str] = {}
+    for request in requests:
+        try:
+            results.update(call(handle.get(), [request]))
+        except Exception as exc:  # noqa: BLE001 (this request is the bad one: record it)
+            results[request.request_id] = f"{type(exc).__name__}: {exc}"
+    return results
+
+
+def _video_request(window, prompt: str, max_tokens: int) -> VideoRequest:
+    frames = schema.unpack_frames(window.sampled_frames, window.num_sampled_frames, window.sampled_height, window.sampled_width)
+    window_seconds = (window.end_frame - window.start_frame + 1) / window.fps
+    return VideoRequest(
+        request_id=window_id(window.clip_id, window.window_index),
+        frames=frames,
+        sampled_fps=window.num_sampled_frames / window_seconds,
+        prompt=prompt,
+        max_tokens=max_tokens,
+    )
+
+
+def _set(frame: pd.DataFrame, column: str, values: list) -> None:
+    frame[column] = pd.Series(values, index=frame.index, dtype=frame[column].dtype)
+
+
+def caption_windows(windows: pd.DataFrame, params: CaptionGenerationStage, handle: EngineHandle) -> pd.DataFrame:
+    """Caption every ``ok`` window (and refine it with stage 2 when asked)."""
+    windows = windows.copy()
+    todo = [w for w in windows.itertuples(index=False) if w.status == schema.OK and w.sampled_frames is not None]
+    caption = lambda engine, requests: engine.caption(requests)  # noqa: E731
+    stage1 = run_requests(handle, caption, [_video_request(w, w.prompt, params.max_output_tokens) for w in todo])
+    final = dict(stage1)
+    if params.generate_stage2_caption:
+        refine = [
+            _video_request(w, stage2_prompt(params.stage2_prompt_text, stage1[wid].text), params.max_output_tokens)
+            for w in todo
+            if isinstance(stage1.get(wid := window_id(w.clip_id, w.window_index)), Generation)
+        ]
+        final.update(run_requests(handle, caption, refine))
+    columns = {name: list(windows[name]) for name in (
+        "caption", "stage1_caption", "caption_model", "caption_prompt_tokens", "caption_output_tokens",
+        "caption_finish_reason", "status", "error")}
+    for i, window in enumerate(windows.itertuples(index=False)):
+        wid = window_id(window.clip_id, window.window_index)
+        if wid not in final:
+            continue
+        columns["caption_model"][i] = params.model_name
+        first, last = stage1[wid], final[wid]
+        if isinstance(first, Generation):
+            columns["stage1_caption"][i] = first.text
+        if isinstance(last, Generation):
+            columns["caption"][i] = last.text
+            columns["caption_prompt_tokens"][i] = last.prompt_tokens
+            columns["caption_output_tokens"][i] = last.output_tokens
+            columns["caption_finish_reason"][i] = last.finish_reason
+        else:
+            columns["status"][i] = schema.CAPTION_FAILED
+            stage = "stage-2 caption" if isinstance(first, Generation) else "caption"
+            columns["error"][i] = f"{stage} failed: {last}"
+    for name, values in columns.items():
+        _set(windows, name, values)
+    if params.verbose:
+        log.info("captioned %d windows", len(todo))
+    return windows
+
+
+def enhance_windows(windows: pd.DataFrame, params: CaptionEnhancementStage, handle: EngineHandle) -> pd.DataFrame:
+    """Rewrite every captioned window's caption with a text model."""
+    windows = windows.copy()
+    todo = [w for w in windows.itertuples(index=False) if w.status == schema.OK and isinstance(w.caption, str)]
+    requests = [
+        TextRequest(window_id(w.clip_id, w.window_index), enhance_prompt(params.prompt_variant, params.prompt_text, w.caption), params.max_output_tokens)
+        for w in todo
+    ]
+    results = run_requests(handle, lambda engine, batch: engine.complete(batch), requests)
+    columns = {name: list(windows[name]) for name in (
+        "enhanced_caption", "enhance_model", "enhance_prompt_tokens", "enhance_output_tokens",
+        "enhance_finish_reason", "status", "error")}
+    for i, window in enumerate(windows.itertuples(index=False)):
+        result = results.get(window_id(window.clip_id, window.window_index))
+        if result is None:
+            continue
+        columns["enhance_model"][i] = params.model_name
+        if isinstance(result, Generation):
+            columns["enhanced_caption"][i] = result.text
+            columns["enhance_prompt_tokens"][i] = result.prompt_tokens
+            columns["enhance_output_tokens"][i] = result.output_tokens
+            columns["enhance_finish_reason"][i] = result.finish_reason
+        else:
+            columns["status"][i] = schema.ENHANCE_FAILED
+            columns["error"][i] = f"enhancement failed: {result}"
+    for name, values in columns.items():
+        _set(windows, name, values)
+    return windows
