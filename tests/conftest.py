@@ -33,3 +33,11 @@ def stamped(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict:
+    """Tiny random Qwen2.5-VL and Qwen2 models, built offline and saved like real weights."""
+    from daskcap.engines.tiny import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("models"))

@@ -162,20 +162,37 @@ def _set(frame: pd.DataFrame, column: str, values: list) -> None:
     frame[column] = pd.Series(values, index=frame.index, dtype=frame[column].dtype)
 
 
+def _video_requests(windows: list, prompts: dict[str, str], max_tokens: int) -> tuple[list[VideoRequest], dict[str, str]]:
+    """Requests for the windows with a prompt; windows whose model input is unreadable map to errors."""
+    requests, errors = [], {}
+    for window in windows:
+        wid = window_id(window.clip_id, window.window_index)
+        if wid not in prompts:
+            continue
+        try:
+            requests.append(_video_request(window, prompts[wid], max_tokens))
+        except (ValueError, TypeError, OSError) as exc:  # corrupt or missing model input
+            errors[wid] = f"unreadable model input: {type(exc).__name__}: {exc}"
+    return requests, errors
+
+
 def caption_windows(windows: pd.DataFrame, params: CaptionGenerationStage, handle: EngineHandle) -> pd.DataFrame:
     """Caption every ``ok`` window (and refine it with stage 2 when asked)."""
     windows = windows.copy()
-    todo = [w for w in windows.itertuples(index=False) if w.status == schema.OK and w.sampled_frames is not None]
+    todo = [w for w in windows.itertuples(index=False) if w.status == schema.OK]
     caption = lambda engine, requests: engine.caption(requests)  # noqa: E731
-    stage1 = run_requests(handle, caption, [_video_request(w, w.prompt, params.max_output_tokens) for w in todo])
+    requests, stage1 = _video_requests(todo, {window_id(w.clip_id, w.window_index): w.prompt for w in todo}, params.max_output_tokens)
+    stage1.update(run_requests(handle, caption, requests))
     final = dict(stage1)
     if params.generate_stage2_caption:
-        refine = [
-            _video_request(w, stage2_prompt(params.stage2_prompt_text, stage1[wid].text), params.max_output_tokens)
-            for w in todo
-            if isinstance(stage1.get(wid := window_id(w.clip_id, w.window_index)), Generation)
-        ]
-        final.update(run_requests(handle, caption, refine))
+        prompts = {
+            wid: stage2_prompt(params.stage2_prompt_text, result.text)
+            for wid, result in stage1.items()
+            if isinstance(result, Generation)
+        }
+        requests, errors = _video_requests(todo, prompts, params.max_output_tokens)
+        final.update(errors)
+        final.update(run_requests(handle, caption, requests))
     columns = {name: list(windows[name]) for name in (
         "caption", "stage1_caption", "caption_model", "caption_prompt_tokens", "caption_output_tokens",
         "caption_finish_reason", "status", "error")}
