@@ -57,7 +57,7 @@ def _run_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--captioning-batch-size", type=int, default=16, help="windows per forward pass of the transformers engine (vLLM takes the whole partition at once)")
     g.add_argument("--captioning-use-fp8-weights", action="store_true", help="fp8 weights (vLLM engine only)")
     g.add_argument("--captioning-max-output-tokens", type=int, default=512, help="caption length limit, in tokens; a cut caption is marked finish_reason=length")
-    g.add_argument("--captioning-use-vllm-mmcache", action=argparse.BooleanOptionalAction, default=True, help="vLLM's multimodal processor cache")
+    g.add_argument("--captioning-use-vllm-mmcache", action="store_true", help="keep vLLM's multimodal processor cache (off unless given, as in the reference's scripts)")
     g.add_argument("--captioning-stage2-caption", action="store_true", help="refine each caption in a second pass over the same frames")
     g.add_argument("--captioning-stage2-prompt-text", default=None, help="custom stage-2 prompt (the stage-1 caption is appended)")
 
@@ -133,6 +133,7 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
     )
     add(
         CaptionPreparationStage,
+        model_variant=args.captioning_algorithm,
         prompt_variant=args.captioning_prompt_variant,
         prompt_text=args.captioning_prompt_text,
         sampling_fps=args.captioning_sampling_fps,

@@ -175,7 +175,13 @@ def test_help_explains_every_flag():
         "--preview-compression-level", "--generate-captions", "--captioning-window-size",
         "--captioning-remainder-threshold", "--captioning-sampling-fps", "--captioning-prompt-variant",
         "--captioning-prompt-text", "--captioning-preprocess-dtype", "--captioning-model-does-preprocess",
-        "--upload-clips", "--verbose",
+        "--upload-clips", "--verbose", "--model-dir", "--captioning-algorithm", "--captioning-model",
+        "--captioning-batch-size", "--captioning-use-fp8-weights", "--captioning-max-output-tokens",
+        "--captioning-use-vllm-mmcache", "--captioning-stage2-caption", "--captioning-stage2-prompt-text",
+        "--enhance-captions", "--enhance-captions-algorithm", "--enhance-captions-model",
+        "--enhance-captions-batch-size", "--enhance-captions-use-fp8-weights",
+        "--enhance-captions-max-output-tokens", "--enhance-captioning-prompt-variant",
+        "--enhance-captions-prompt-text", "--engine", "--engine-workers",
     ):
         assert flag in result.stdout
 

@@ -85,3 +85,11 @@ def test_many_frames_share_the_total_budget():
 def test_extreme_aspect_ratio_is_refused_clearly():
     with pytest.raises(ValueError, match="aspect ratio"):
         frame_size_for_model(16, 4000, 18)
+
+
+def test_qwen3_grid_uses_multiples_of_32():
+    from daskcap.video.windows import QWEN3_VL
+
+    height, width = frame_size_for_model(720, 1280, 18, QWEN3_VL)
+    assert height % 32 == 0 and width % 32 == 0
+    assert height * width <= 768 * 32 * 32

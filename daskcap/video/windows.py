@@ -72,8 +72,13 @@ class PixelGrid:
 
 QWEN2_5_VL = PixelGrid(factor=28, min_pixels=128 * 28 * 28, max_pixels=768 * 28 * 28, total_pixels=24576 * 28 * 28)
 
-# model_variant -> pixel grid. Qwen3-VL (factor 32) joins with the engines.
-PIXEL_GRIDS = {"qwen": QWEN2_5_VL}
+# Qwen3-VL: 16-pixel patches merged 2x2, so sides are multiples of 32. The
+# budgets keep Qwen2.5-VL's token counts (128-768 tokens per frame pair,
+# 24576 per window); vLLM's processor re-checks them against the checkpoint.
+QWEN3_VL = PixelGrid(factor=32, min_pixels=128 * 32 * 32, max_pixels=768 * 32 * 32, total_pixels=24576 * 32 * 32)
+
+# model_variant (the reference's captioning algorithm) -> pixel grid.
+PIXEL_GRIDS = {"qwen": QWEN2_5_VL, "qwen3": QWEN3_VL}
 
 
 def frame_size_for_model(height: int, width: int, num_frames: int, grid: PixelGrid = QWEN2_5_VL) -> tuple[int, int]:
