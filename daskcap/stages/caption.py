@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import pandas as pd
 
@@ -34,8 +34,30 @@ class EngineHandle(Protocol):
     def rebuild(self) -> Engine: ...
 
 
+class _ModelStage:
+    """What both model stages share: which model they run, and its engine's identity."""
+
+    DEFAULT_MODELS: ClassVar[dict[str, str]]
+
+    def _check_model(self, checks: Checks, variants: tuple[str, ...]) -> None:
+        checks.text("model_dir", self.model_dir)
+        checks.choice("model_variant", self.model_variant, variants)
+        checks.number("max_output_tokens", self.max_output_tokens, 1, integer=True)
+        checks.text("model", self.model, optional=True)
+        checks.choice("engine", self.engine, BACKENDS)
+
+    @property
+    def model_name(self) -> str:
+        return self.model or self.DEFAULT_MODELS[self.model_variant]
+
+    def _engine_config(self, batch_size: int, **extra) -> EngineConfig:
+        return EngineConfig(
+            model=self.model_name, model_dir=self.model_dir, backend=self.engine, fp8=self.fp8, batch_size=batch_size, **extra
+        )
+
+
 @dataclass(frozen=True)
-class CaptionGenerationStage:
+class CaptionGenerationStage(_ModelStage):
     """The reference's parameters, plus ``model`` (HF id or local path; default by
     ``model_variant``) and ``engine`` (auto, vllm, transformers)."""
 
@@ -53,35 +75,23 @@ class CaptionGenerationStage:
     engine: str = "auto"
     preprocess_dtype: str = "float32"
 
+    DEFAULT_MODELS: ClassVar[dict[str, str]] = DEFAULT_CAPTION_MODELS
+
     def __post_init__(self) -> None:
         checks = Checks("CaptionGenerationStage")
-        checks.text("model_dir", self.model_dir)
-        checks.choice("model_variant", self.model_variant, CAPTION_MODEL_VARIANTS)
+        self._check_model(checks, CAPTION_MODEL_VARIANTS)
         checks.number("caption_batch_size", self.caption_batch_size, 1, integer=True)
-        checks.number("max_output_tokens", self.max_output_tokens, 1, integer=True)
         checks.text("stage2_prompt_text", self.stage2_prompt_text, optional=True)
-        checks.text("model", self.model, optional=True)
-        checks.choice("engine", self.engine, BACKENDS)
         checks.done()
 
-    @property
-    def model_name(self) -> str:
-        return self.model or DEFAULT_CAPTION_MODELS[self.model_variant]
-
     def engine_config(self) -> EngineConfig:
-        return EngineConfig(
-            model=self.model_name,
-            model_dir=self.model_dir,
-            backend=self.engine,
-            fp8=self.fp8,
-            disable_mmcache=self.disable_mmcache,
-            preprocess_dtype=self.preprocess_dtype,
-            batch_size=self.caption_batch_size,
+        return self._engine_config(
+            self.caption_batch_size, disable_mmcache=self.disable_mmcache, preprocess_dtype=self.preprocess_dtype
         )
 
 
 @dataclass(frozen=True)
-class CaptionEnhancementStage:
+class CaptionEnhancementStage(_ModelStage):
     """The reference's parameters, plus ``model`` and ``engine`` as above."""
 
     model_dir: str = "models/qwen"
@@ -95,30 +105,18 @@ class CaptionEnhancementStage:
     model: str | None = None
     engine: str = "auto"
 
+    DEFAULT_MODELS: ClassVar[dict[str, str]] = DEFAULT_ENHANCE_MODELS
+
     def __post_init__(self) -> None:
         checks = Checks("CaptionEnhancementStage")
-        checks.text("model_dir", self.model_dir)
-        checks.choice("model_variant", self.model_variant, ENHANCE_MODEL_VARIANTS)
+        self._check_model(checks, ENHANCE_MODEL_VARIANTS)
         checks.choice("prompt_variant", self.prompt_variant, ENHANCE_PROMPTS)
         checks.text("prompt_text", self.prompt_text, optional=True)
         checks.number("model_batch_size", self.model_batch_size, 1, integer=True)
-        checks.number("max_output_tokens", self.max_output_tokens, 1, integer=True)
-        checks.text("model", self.model, optional=True)
-        checks.choice("engine", self.engine, BACKENDS)
         checks.done()
 
-    @property
-    def model_name(self) -> str:
-        return self.model or DEFAULT_ENHANCE_MODELS[self.model_variant]
-
     def engine_config(self) -> EngineConfig:
-        return EngineConfig(
-            model=self.model_name,
-            model_dir=self.model_dir,
-            backend=self.engine,
-            fp8=self.fp8,
-            batch_size=self.model_batch_size,
-        )
+        return self._engine_config(self.model_batch_size)
 
 
 def window_id(clip_id: str, window_index: int) -> str:
