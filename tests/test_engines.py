@@ -209,3 +209,17 @@ def test_vllm_video_prompt_carries_presampled_frames(tiny_models):
     assert metadata["fps"] == 1.5 and metadata["do_sample_frames"] is False
     assert prompt["mm_processor_kwargs"] == {"do_sample_frames": False}
     assert VIDEO_PAD not in text_prompt(tokenizer, TextRequest("t", "Improve this.", 5))["prompt"]
+
+
+def test_a_worker_reuses_an_engine_and_replaces_it_when_the_config_changes(tiny_models):
+    host = EngineHost()
+    first = CaptionGenerationStage(model=str(tiny_models["vlm"]), engine="transformers").engine_config()
+    engine = host.handle(first).get()
+    assert host.handle(first).get() is engine  # same config: the loaded engine serves again
+    other = CaptionGenerationStage(model=str(tiny_models["vlm"]), engine="transformers", caption_batch_size=2).engine_config()
+    replacement = host.handle(other).get()
+    assert replacement is not engine and len(host.engines) == 1  # replaced, not stacked
+    enhancer = CaptionEnhancementStage(model=str(tiny_models["lm"]), engine="transformers").engine_config()
+    host.handle(enhancer).get()
+    assert set(host.engines) == {"caption", "enhance"}
+    assert host.stats()["model_loads"] == {str(tiny_models["vlm"]): 2, str(tiny_models["lm"]): 1}

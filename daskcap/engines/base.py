@@ -25,6 +25,7 @@ class EngineConfig:
 
     model: str  # HF id ("org/name") or local directory, as the user gave it
     model_dir: str  # where "org/name" weights live (and are downloaded to)
+    role: str = "caption"  # "caption" or "enhance": a worker keeps one engine per role
     backend: str = "auto"  # "auto", "vllm" or "transformers"
     fp8: bool = False
     disable_mmcache: bool = False

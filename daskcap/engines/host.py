@@ -21,12 +21,17 @@ PLUGIN_NAME = "daskcap-engines"
 
 
 class EngineHost(WorkerPlugin):
-    """Holds this worker's engines, keyed by their full configuration."""
+    """Holds this worker's engines: one per role (caption, enhance).
+
+    A job with the same configuration reuses the loaded engine; a job with a
+    different one for the same role replaces it (the old one is closed first,
+    so two large models never share the GPU by accident).
+    """
 
     name = PLUGIN_NAME
 
     def __init__(self) -> None:
-        self.engines: dict[EngineConfig, Engine] = {}
+        self.engines: dict[str, tuple[EngineConfig, Engine]] = {}
         self.model_loads: Counter = Counter()
         self.counters: Counter = Counter()
         self._lock = threading.Lock()
@@ -35,27 +40,36 @@ class EngineHost(WorkerPlugin):
         self.worker_address = worker.address
 
     def teardown(self, worker) -> None:
-        for engine in self.engines.values():
+        with self._lock:
+            for role in list(self.engines):
+                self._drop(role)
+
+    def _drop(self, role: str) -> None:
+        _, engine = self.engines.pop(role)
+        try:
             engine.close()
-        self.engines.clear()
+        except Exception:  # noqa: BLE001 (a broken engine may fail to close; it is replaced anyway)
+            log.exception("closing the %s engine", role)
 
     def engine(self, config: EngineConfig) -> Engine:
         with self._lock:
-            if config not in self.engines:
-                log.info("loading %s (%s engine)", config.model, config.backend)
-                self.engines[config] = build_engine(config)
-                self.model_loads[config.model] += 1
-            return self.engines[config]
+            loaded = self.engines.get(config.role)
+            if loaded is not None and loaded[0] == config:
+                return loaded[1]
+            if loaded is not None:
+                log.info("replacing the %s engine (%s) with %s", config.role, loaded[0].model, config.model)
+                self._drop(config.role)
+            log.info("loading %s (%s engine)", config.model, config.backend)
+            engine = build_engine(config)
+            self.engines[config.role] = (config, engine)
+            self.model_loads[config.model] += 1
+            return engine
 
     def rebuild(self, config: EngineConfig) -> Engine:
         """Drop a failed engine and build it again."""
         with self._lock:
-            broken = self.engines.pop(config, None)
-        if broken is not None:
-            try:
-                broken.close()
-            except Exception:  # noqa: BLE001 (a broken engine may fail to close; we replace it anyway)
-                log.exception("closing a failed engine")
+            if config.role in self.engines and self.engines[config.role][0] == config:
+                self._drop(config.role)
         return self.engine(config)
 
     def handle(self, config: EngineConfig) -> EngineHandle:

@@ -50,9 +50,15 @@ class _ModelStage:
     def model_name(self) -> str:
         return self.model or self.DEFAULT_MODELS[self.model_variant]
 
-    def _engine_config(self, batch_size: int, **extra) -> EngineConfig:
+    def _engine_config(self, role: str, batch_size: int, **extra) -> EngineConfig:
         return EngineConfig(
-            model=self.model_name, model_dir=self.model_dir, backend=self.engine, fp8=self.fp8, batch_size=batch_size, **extra
+            model=self.model_name,
+            model_dir=self.model_dir,
+            role=role,
+            backend=self.engine,
+            fp8=self.fp8,
+            batch_size=batch_size,
+            **extra,
         )
 
 
@@ -86,7 +92,7 @@ class CaptionGenerationStage(_ModelStage):
 
     def engine_config(self) -> EngineConfig:
         return self._engine_config(
-            self.caption_batch_size, disable_mmcache=self.disable_mmcache, preprocess_dtype=self.preprocess_dtype
+            "caption", self.caption_batch_size, disable_mmcache=self.disable_mmcache, preprocess_dtype=self.preprocess_dtype
         )
 
 
@@ -116,7 +122,7 @@ class CaptionEnhancementStage(_ModelStage):
         checks.done()
 
     def engine_config(self) -> EngineConfig:
-        return self._engine_config(self.model_batch_size)
+        return self._engine_config("enhance", self.model_batch_size)
 
 
 def window_id(clip_id: str, window_index: int) -> str:
