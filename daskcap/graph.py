@@ -224,6 +224,31 @@ def _workers_by_kind(client: Client) -> tuple[list[str], list[str]]:
     return sorted(cpu), sorted(engine)
 
 
+# Packages whose versions must agree between this client and every worker:
+# the rows and graphs they exchange are pickled pandas/pyarrow/dask objects.
+_MATCHING_PACKAGES = ["daskcap", "pandas", "pyarrow", "av", "numpy"]
+
+
+def check_cluster(client: Client, options: ClusterOptions, needs_engines: bool) -> list[str]:
+    """Problems that would break a job on this cluster, found before any work."""
+    problems = []
+    cpu, engines = _workers_by_kind(client)
+    if not cpu and not engines:
+        problems.append(f"the cluster at {options.scheduler} has no workers; start some (see cluster/README.md)")
+    if needs_engines and not engines:
+        problems.append(
+            f"captions need engine workers, and the cluster at {options.scheduler} has none: start one per GPU "
+            f"with `dask cuda worker {options.scheduler} --resources {ENGINE_RESOURCE}=1` "
+            f"(CPU-only: `dask worker {options.scheduler} --nthreads 1 --resources {ENGINE_RESOURCE}=1`), "
+            "or use cluster/local.sh"
+        )
+    try:
+        client.get_versions(check=True, packages=_MATCHING_PACKAGES)
+    except ValueError as exc:
+        problems.append(f"versions differ between this client and the cluster; install the same ones everywhere:\n{exc}")
+    return problems
+
+
 def plan_partitions(clips: pd.DataFrame, prepare: CaptionPreparationStage, windows_per_partition: int, n_workers: int) -> list[pd.DataFrame]:
     """Pack consecutive clips into partitions of at most ``windows_per_partition``
     expected windows (a bigger clip stays alone), with enough partitions to keep
@@ -349,17 +374,15 @@ def run_job(job: Job, options: ClusterOptions, *, overwrite: bool = False, progr
     paths = list_videos(job.reader)
     if paths.empty:
         raise UsageError(f"no videos found in {job.reader.input_video_path} (extensions: {' '.join(VIDEO_EXTENSIONS)})")
-    prepare_output(job.writer, overwrite)
     tracker = _Progress(progress)
     stage_seconds: dict[str, float] = {}
     with connect(options, job.needs_engines) as client:
+        if options.scheduler:
+            problems = check_cluster(client, options, job.needs_engines)
+            if problems:
+                raise UsageError("\n".join(problems))
         cpu_workers, engine_workers = _workers_by_kind(client)
-        if job.needs_engines and not engine_workers:
-            raise UsageError(
-                f"captions need engine workers, and the cluster at {options.scheduler} has none: start one per GPU "
-                f"with `dask cuda worker {options.scheduler} --resources {ENGINE_RESOURCE}=1` "
-                f"(CPU-only: `dask worker {options.scheduler} --nthreads 1 --resources {ENGINE_RESOURCE}=1`)"
-            )
+        prepare_output(job.writer, overwrite)
         n_workers = max(1, len(cpu_workers) or len(engine_workers))
         log.info("dashboard: %s", client.dashboard_link)
         stats_before = client.run(worker_stats) if job.needs_engines else {}

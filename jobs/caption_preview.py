@@ -51,6 +51,9 @@ def main() -> int:
                 model=args.captioning_model,
                 max_output_tokens=args.max_output_tokens,
                 generate_stage2_caption=True,
+                # As `daskcap run` (and the reference's scripts) without --captioning-use-vllm-mmcache,
+                # so both submit the same engine config and reuse a loaded engine.
+                disable_mmcache=True,
             )
         )
         if args.enhance_model:
