@@ -24,15 +24,16 @@ from daskcap.stages.write import ClipWriterStage
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _run_parser(subparsers) -> argparse.ArgumentParser:
+def _run_parser(subparsers) -> argparse.ArgumentParser:  # noqa: PLR0915 (one flag per line)
     p = subparsers.add_parser(
         "run",
         help="window, preview and write every video under INPUT",
         description="Split videos into clips and caption windows; write window tables, previews and clips to OUTPUT.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("input", metavar="INPUT", help="directory (recursive), glob, video file, or Parquet file with a 'path' column; local path or fsspec URL")
-    p.add_argument("output", metavar="OUTPUT", help="output directory (local path or fsspec URL)")
+    p.add_argument("input", metavar="INPUT", nargs="?", help="directory (recursive), glob, video file, or Parquet file with a 'path' column; local path or fsspec URL (or `input` in --config)")
+    p.add_argument("output", metavar="OUTPUT", nargs="?", help="output directory, local path or fsspec URL (or `output` in --config)")
+    p.add_argument("--config", metavar="TOML", default=None, help="read settings from a TOML file: one key per flag (e.g. fixed-stride-split-duration = 5.0); flags on the command line win")
 
     g = p.add_argument_group("input and clipping")
     g.add_argument("--video-limit", type=int, default=-1, help="read at most this many videos (sorted by path); -1 reads all")
@@ -99,6 +100,29 @@ def _run_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def apply_config(parser: argparse.ArgumentParser, run_parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; with ``--config``, the file's keys become defaults that flags override."""
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None) is None:
+        return args
+    import tomllib
+
+    try:
+        with open(args.config, "rb") as handle:
+            settings = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ParamError(f"--config {args.config}: {exc}") from exc
+    known = {action.dest for action in run_parser._actions if action.dest not in ("help", "config")}
+    defaults, unknown = {}, []
+    for key, value in settings.items():
+        dest = key.replace("-", "_")
+        (defaults.__setitem__(dest, value) if dest in known else unknown.append(key))
+    if unknown:
+        raise ParamError([f"--config {args.config}: unknown key {key!r} (keys are the flag names without --)" for key in unknown])
+    run_parser.set_defaults(**defaults)
+    return parser.parse_args(argv)
+
+
 def build_pipeline(args: argparse.Namespace) -> Pipeline:
     """Turn parsed flags into a pipeline; raise ParamError with every bad flag."""
     pipeline = Pipeline(
@@ -111,6 +135,9 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
         progress=not args.quiet,
     )
     problems = []
+    for name in ("input", "output"):
+        if not getattr(args, name):
+            problems.append(f"{name.upper()} is required (as an argument or as `{name}` in --config)")
 
     def add(factory, **kwargs):
         try:
@@ -213,7 +240,7 @@ def _print_result(summary: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="daskcap", description="Caption, preview and window videos at scale on Dask.")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    _run_parser(subparsers)
+    run_parser = _run_parser(subparsers)
     tiny = subparsers.add_parser(
         "tiny-models",
         help="write tiny random Qwen models (DIR/vlm, DIR/lm) for offline tests and demos",
@@ -221,7 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         "weights. Their captions are noise: use them to run the pipeline without a model hub.",
     )
     tiny.add_argument("directory", metavar="DIR")
-    args = parser.parse_args(argv)
+    try:
+        args = apply_config(parser, run_parser, argv)
+    except ParamError as exc:
+        for problem in exc.problems:
+            print(f"daskcap: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     if args.command == "tiny-models":
         from daskcap.engines.tiny import main as tiny_main
 

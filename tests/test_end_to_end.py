@@ -197,3 +197,34 @@ def test_readme_quickstart_runs_as_written(tmp_path, samples, monkeypatch):
     windows = pd.read_parquet(tmp_path / "out" / "windows")
     assert len(windows) == 1 and windows["status"].eq("ok").all()
     assert (tmp_path / "out" / windows["preview_path"].iloc[0]).is_file()
+
+
+def test_example_config_has_a_key_for_every_flag():
+    import argparse
+    import tomllib
+
+    from daskcap import cli
+
+    parser = argparse.ArgumentParser()
+    run = cli._run_parser(parser.add_subparsers())
+    flags = {a.dest.replace("_", "-") for a in run._actions if a.dest not in ("help", "config")}
+    text = (README.parent / "jobs" / "example.toml").read_text()
+    keys = set(tomllib.loads(text)) | set(re.findall(r"^# ([a-z0-9-]+) = ", text, re.M))
+    assert flags == keys
+
+
+def test_config_file_settings_and_command_line_overrides(corpus, tmp_path):
+    config = tmp_path / "job.toml"
+    config.write_text(
+        f'input = "{corpus / "bikes.mp4"}"\noutput = "{tmp_path / "out"}"\n'
+        "fixed-stride-split-duration = 5.0\ngenerate-previews = false\nn-workers = 1\nquiet = true\n"
+    )
+    result = daskcap("run", "--config", str(config), "--fixed-stride-split-duration", "4.0")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["config"]["clipper"]["clip_len_s"] == 4.0  # the flag won
+    assert summary["config"]["preview"] is None  # the file's setting held
+    assert summary["clips"]["total"] == 3  # 10 s in 4 s clips (the 2 s tail kept)
+    config.write_text('input = "x"\noutput = "y"\nfixed-stride-duration = 3\n')
+    result = daskcap("run", "--config", str(config))
+    assert result.returncode == 2 and "unknown key 'fixed-stride-duration'" in result.stderr
