@@ -55,7 +55,10 @@ class TransformersEngine(Engine):
         self._torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         model_dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        self.pixel_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[config.preprocess_dtype]
+        # "uint8" (the reference's option to ship raw pixels) normalizes in float32 here.
+        self.pixel_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "uint8": torch.float32}[
+            config.preprocess_dtype
+        ]
         if self.device == "cpu":
             self.pixel_dtype = torch.float32  # CPU matmuls want the model's own dtype
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)

@@ -28,7 +28,7 @@ from daskcap.video.windows import PIXEL_GRIDS, frame_size_for_model, num_sampled
 
 log = logging.getLogger(__name__)
 
-PREPROCESS_DTYPES = ("float32", "float16", "bfloat16")
+PREPROCESS_DTYPES = ("float32", "float16", "bfloat16", "uint8")
 RESIZE_INTERPOLATION = "BICUBIC"  # what Qwen-VL's processor uses
 _TO_STREAM_END = 2**62
 

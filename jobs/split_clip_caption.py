@@ -1,0 +1,222 @@
+"""Split, clip, preview and caption with NeMo Curator's command line.
+
+Accepts the flags of NeMo Curator's ``video_split_clip_example.py`` that apply
+to daskcap, with their defaults, so a NeMo user's command works with only the
+script name changed::
+
+    python jobs/split_clip_caption.py --video-dir videos/ --output-clip-path out/ \\
+        --splitting-algorithm fixed_stride --fixed-stride-split-duration 10.0 \\
+        --generate-previews --generate-captions --no-generate-embeddings
+
+Flags for features daskcap does not have (TransNetV2 splitting, transcoding
+settings, motion and aesthetic filters, embeddings) are refused with a message
+rather than ignored. daskcap's own options (--scheduler, --n-workers,
+--engine, --engine-workers, --overwrite) are accepted too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from daskcap import (
+    CaptionEnhancementStage,
+    CaptionGenerationStage,
+    CaptionPreparationStage,
+    ClipWriterStage,
+    FixedStrideClipStage,
+    Pipeline,
+    PreviewStage,
+    VideoReaderStage,
+)
+from daskcap.graph import JobError
+from daskcap.stages._params import ParamError
+
+# NeMo flags for features daskcap lacks: flag -> takes a value.
+UNSUPPORTED = {
+    "--transnetv2-frame-decoder-mode": True, "--transnetv2-threshold": True, "--transnetv2-min-length-s": True,
+    "--transnetv2-max-length-s": True, "--transnetv2-max-length-mode": True, "--transnetv2-crop-s": True,
+    "--transnetv2-gpu-memory-gb": True, "--transcode-cpus-per-worker": True, "--transcode-encoder": True,
+    "--transcode-encoder-threads": True, "--transcode-ffmpeg-batch-size": True, "--transcode-use-hwaccel": False,
+    "--transcode-use-input-video-bit-rate": False, "--clip-re-chunk-size": True, "--motion-filter": True,
+    "--motion-global-mean-threshold": True, "--motion-per-patch-min-256-threshold": True,
+    "--motion-decode-target-fps": True, "--motion-decode-target-duration-ratio": True,
+    "--motion-decode-cpus-per-worker": True, "--motion-score-batch-size": True, "--motion-score-gpus-per-worker": True,
+    "--clip-extraction-target-res": True, "--aesthetic-threshold": True, "--aesthetic-reduction": True,
+    "--aesthetic-gpus-per-worker": True, "--embedding-algorithm": True, "--embedding-gpu-memory-gb": True,
+}
+
+
+class _Refuse(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.unsupported.append(option_string)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(unsupported=[])
+    p.add_argument("--video-dir", required=True, help="input videos: directory, glob, Parquet list; local or fsspec URL")
+    p.add_argument("--output-clip-path", required=True, help="output directory")
+    p.add_argument("--model-dir", default="./models", help="model weights folder (<org>/<name>)")
+    p.add_argument("--video-limit", type=int, default=None, help="read at most this many videos")
+    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--no-upload-clips", dest="upload_clips", action="store_false", help="do not write clips/<clip_id>.mp4")
+    p.add_argument("--dry-run", action="store_true", help="process everything, write nothing")
+    p.add_argument("--splitting-algorithm", default="fixed_stride", help="fixed_stride (transnetv2 is not available in daskcap)")
+    p.add_argument("--fixed-stride-split-duration", type=float, default=10.0)
+    p.add_argument("--fixed-stride-min-clip-length-s", type=float, default=2.0)
+    p.add_argument("--limit-clips", type=int, default=0)
+    p.add_argument("--no-generate-embeddings", dest="generate_embeddings", action="store_false",
+                   help="daskcap computes no embeddings; pass this to say you do not expect them")
+    p.add_argument("--generate-previews", action="store_true")
+    p.add_argument("--preview-target-fps", type=float, default=1)
+    p.add_argument("--preview-target-height", type=int, default=240)
+    p.add_argument("--generate-captions", action="store_true")
+    p.add_argument("--captioning-algorithm", default="qwen")
+    p.add_argument("--captioning-window-size", type=int, default=256)
+    p.add_argument("--captioning-remainder-threshold", type=int, default=128)
+    p.add_argument("--captioning-prompt-variant", default="default")
+    p.add_argument("--captioning-prompt-text", default=None)
+    p.add_argument("--captioning-sampling-fps", type=float, default=2.0)
+    p.add_argument("--captioning-preprocess-dtype", default="float16")
+    p.add_argument("--captioning-model-does-preprocess", action="store_true")
+    p.add_argument("--captioning-stage2-caption", action="store_true")
+    p.add_argument("--captioning-stage2-prompt-text", default=None)
+    p.add_argument("--captioning-batch-size", type=int, default=8)
+    p.add_argument("--captioning-use-fp8-weights", action="store_true")
+    p.add_argument("--captioning-max-output-tokens", type=int, default=512)
+    p.add_argument("--captioning-use-vllm-mmcache", action="store_true")
+    p.add_argument("--enhance-captions", action="store_true")
+    p.add_argument("--enhance-captions-algorithm", default="qwen")
+    p.add_argument("--enhance-captions-batch-size", type=int, default=128)
+    p.add_argument("--enhance-captions-use-fp8-weights", action="store_true")
+    p.add_argument("--enhance-captions-max-output-tokens", type=int, default=512)
+    p.add_argument("--enhance-captioning-prompt-variant", default="default")
+    p.add_argument("--enhance-captions-prompt-text", default=None)
+    p.add_argument("--enhanced-caption-models", default="qwen_lm", help="qwen_lm (the only choice, as in the reference)")
+    daskcap_own = p.add_argument_group("daskcap")
+    daskcap_own.add_argument("--captioning-model", default=None, help="caption model: HF id or local path")
+    daskcap_own.add_argument("--enhance-captions-model", default=None, help="enhancement model: HF id or local path")
+    daskcap_own.add_argument("--scheduler", default=os.environ.get("DASK_SCHEDULER_ADDRESS"))
+    daskcap_own.add_argument("--n-workers", type=int, default=None)
+    daskcap_own.add_argument("--engine", default="auto")
+    daskcap_own.add_argument("--engine-workers", type=int, default=None)
+    daskcap_own.add_argument("--overwrite", action="store_true")
+    for flag, takes_value in UNSUPPORTED.items():
+        p.add_argument(flag, action=_Refuse, nargs=1 if takes_value else 0, help=argparse.SUPPRESS)
+    return p
+
+
+def build(args: argparse.Namespace) -> Pipeline:
+    problems = [f"{flag}: daskcap has no such feature (it splits by fixed stride, encodes H.264 in process, and "
+                "does not filter or embed); remove the flag" for flag in dict.fromkeys(args.unsupported)]
+    if args.splitting_algorithm != "fixed_stride":
+        problems.append(f"--splitting-algorithm {args.splitting_algorithm}: only fixed_stride is available in daskcap")
+    if args.enhanced_caption_models != "qwen_lm":
+        problems.append(f"--enhanced-caption-models {args.enhanced_caption_models}: only qwen_lm is available")
+    if problems:
+        raise ParamError(problems)
+    captions = args.generate_captions or args.enhance_captions
+    pipeline = Pipeline(
+        name="split-clip-caption",
+        scheduler=args.scheduler,
+        n_workers=args.n_workers,
+        engine_workers=args.engine_workers,
+        overwrite=args.overwrite,
+    )
+    pipeline.add_stage(VideoReaderStage(input_video_path=args.video_dir, video_limit=args.video_limit or -1, verbose=args.verbose))
+    pipeline.add_stage(
+        FixedStrideClipStage(
+            clip_len_s=args.fixed_stride_split_duration,
+            min_clip_length_s=args.fixed_stride_min_clip_length_s,
+            limit_clips=args.limit_clips,
+        )
+    )
+    pipeline.add_stage(
+        CaptionPreparationStage(
+            model_variant=args.captioning_algorithm,
+            prompt_variant=args.captioning_prompt_variant,
+            prompt_text=args.captioning_prompt_text,
+            sampling_fps=args.captioning_sampling_fps,
+            window_size=args.captioning_window_size,
+            remainder_threshold=args.captioning_remainder_threshold,
+            model_does_preprocess=args.captioning_model_does_preprocess,
+            preprocess_dtype=args.captioning_preprocess_dtype,
+            generate_previews=args.generate_previews,
+            verbose=args.verbose,
+        )
+    )
+    if args.generate_previews:
+        pipeline.add_stage(
+            PreviewStage(target_fps=args.preview_target_fps, target_height=args.preview_target_height, verbose=args.verbose)
+        )
+    if captions:
+        pipeline.add_stage(
+            CaptionGenerationStage(
+                model_dir=args.model_dir,
+                model_variant=args.captioning_algorithm,
+                model=args.captioning_model,
+                caption_batch_size=args.captioning_batch_size,
+                fp8=args.captioning_use_fp8_weights,
+                max_output_tokens=args.captioning_max_output_tokens,
+                model_does_preprocess=args.captioning_model_does_preprocess,
+                disable_mmcache=not args.captioning_use_vllm_mmcache,
+                generate_stage2_caption=args.captioning_stage2_caption,
+                stage2_prompt_text=args.captioning_stage2_prompt_text,
+                engine=args.engine,
+                verbose=args.verbose,
+            )
+        )
+    if args.enhance_captions:
+        pipeline.add_stage(
+            CaptionEnhancementStage(
+                model_dir=args.model_dir,
+                model_variant=args.enhance_captions_algorithm,
+                model=args.enhance_captions_model,
+                prompt_variant=args.enhance_captioning_prompt_variant,
+                prompt_text=args.enhance_captions_prompt_text,
+                model_batch_size=args.enhance_captions_batch_size,
+                fp8=args.enhance_captions_use_fp8_weights,
+                max_output_tokens=args.enhance_captions_max_output_tokens,
+                engine=args.engine,
+                verbose=args.verbose,
+            )
+        )
+    pipeline.add_stage(
+        ClipWriterStage(
+            output_path=args.output_clip_path,
+            input_path=args.video_dir,
+            upload_clips=args.upload_clips,
+            dry_run=args.dry_run,
+            generate_previews=args.generate_previews,
+            generate_captions=captions,
+            verbose=args.verbose,
+        )
+    )
+    return pipeline
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        pipeline = build(args)
+        pipeline.build()
+    except ParamError as exc:
+        for problem in exc.problems:
+            print(f"split_clip_caption: error: {problem}", file=sys.stderr)
+        return 2
+    if args.generate_embeddings:
+        print("note: daskcap computes no embeddings (pass --no-generate-embeddings to silence this)", file=sys.stderr)
+    print(pipeline.describe())
+    try:
+        summary = pipeline.run()
+    except (JobError, FileNotFoundError) as exc:
+        print(f"split_clip_caption: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"windows: {summary['windows']}  output: {args.output_clip_path}")
+    return 1 if summary["failed_partitions"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
