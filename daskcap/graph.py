@@ -131,7 +131,8 @@ def _caption_task(frame: pd.DataFrame, params: CaptionGenerationStage, drop_mode
     """On an engine worker: caption one partition with this worker's persistent engine."""
     host = current_host()
     handle = host.handle(params.engine_config())
-    result = _timed(frame, "caption", lambda f, p: caption_windows(f, p, handle), params)
+    with host.serving:
+        result = _timed(frame, "caption", lambda f, p: caption_windows(f, p, handle), params)
     host.count(partitions_captioned=1, windows_captioned=int(result["caption"].notna().sum()))
     return _drop_model_input(result) if drop_model_input else result
 
@@ -139,7 +140,8 @@ def _caption_task(frame: pd.DataFrame, params: CaptionGenerationStage, drop_mode
 def _enhance_task(frame: pd.DataFrame, params: CaptionEnhancementStage) -> pd.DataFrame:
     host = current_host()
     handle = host.handle(params.engine_config())
-    result = _timed(frame, "enhance", lambda f, p: enhance_windows(f, p, handle), params)
+    with host.serving:
+        result = _timed(frame, "enhance", lambda f, p: enhance_windows(f, p, handle), params)
     host.count(windows_enhanced=int(result["enhanced_caption"].notna().sum()))
     return result
 

@@ -35,6 +35,9 @@ class EngineHost(WorkerPlugin):
         self.model_loads: Counter = Counter()
         self.counters: Counter = Counter()
         self._lock = threading.Lock()
+        # Engines are not thread-safe (vLLM's LLM.generate is not): a worker
+        # started with several threads still serves one model partition at a time.
+        self.serving = threading.Lock()
 
     def setup(self, worker) -> None:
         self.worker_address = worker.address
