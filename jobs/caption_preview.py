@@ -23,6 +23,7 @@ from daskcap import (
     PreviewStage,
     VideoReaderStage,
 )
+from daskcap.report import build_report
 
 
 def main() -> int:
@@ -62,6 +63,7 @@ def main() -> int:
             )
     pipeline.add_stage(ClipWriterStage(output_path=args.output, input_path=args.input, upload_clips=True))
     summary = pipeline.run()
+    report = build_report(args.output)
 
     print(json.dumps({k: summary[k] for k in ("videos", "clips", "windows", "wall_s", "stage_seconds", "workers")}, indent=2))
     print(f"\nOutput written to {args.output}:")
@@ -70,6 +72,7 @@ def main() -> int:
     print(f"  {args.output}/previews/  animated WebP previews, <clip_id>/<start>_<end>.webp")
     print(f"  {args.output}/clips/     clip mp4s, <clip_id>.mp4")
     print(f"  {args.output}/summary.json")
+    print(f"  {report}   review page: open it in a browser")
     return 0 if not summary["failed_partitions"] else 1
 
 
