@@ -20,6 +20,7 @@ from daskcap.stages.prepare import PREPROCESS_DTYPES, CaptionPreparationStage
 from daskcap.stages.preview import PreviewStage
 from daskcap.stages.read import VideoReaderStage
 from daskcap.stages.write import ClipWriterStage
+from daskcap.storage import path_problems
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -40,6 +41,7 @@ def _run_parser(subparsers) -> argparse.ArgumentParser:  # noqa: PLR0915 (one fl
     g.add_argument("--fixed-stride-split-duration", type=float, default=10.0, help="clip length and stride, in seconds")
     g.add_argument("--fixed-stride-min-clip-length-s", type=float, default=2.0, help="drop tail clips shorter than this, in seconds")
     g.add_argument("--limit-clips", type=int, default=0, help="keep at most this many clips per video; 0 keeps all")
+    g.add_argument("--video-timeout-s", type=float, default=600.0, help="give up on a video's probe, or on one of its clips, after this many seconds (status timed_out)")
 
     g = p.add_argument_group("caption windows (CaptionPreparationStage)")
     g.add_argument("--captioning-window-size", type=int, default=256, help="frames per caption window, at the clip's own frame rate")
@@ -86,7 +88,8 @@ def _run_parser(subparsers) -> argparse.ArgumentParser:  # noqa: PLR0915 (one fl
     g = p.add_argument_group("output")
     g.add_argument("--upload-clips", action=argparse.BooleanOptionalAction, default=True, help="write each clip's mp4 to OUTPUT/clips/")
     g.add_argument("--write-model-input", action="store_true", help="keep the sampled frames (model input) in the window table; large")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    g.add_argument("--overwrite", action="store_true", help="start over: replace an existing output (by default a rerun with the same settings resumes it)")
+    g.add_argument("--retry-failed", action="store_true", help="rerun into an earlier output, reprocessing only the videos and windows that failed")
     g.add_argument("--dry-run", action="store_true", help="process everything, write nothing")
     g.add_argument("--report", action=argparse.BooleanOptionalAction, default=True, help="write OUTPUT/report/index.html, a page to review previews and captions")
 
@@ -133,12 +136,15 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
         engine_workers=args.engine_workers,
         windows_per_partition=args.windows_per_partition,
         overwrite=args.overwrite,
+        retry_failed=args.retry_failed,
         progress=not args.quiet,
     )
     problems = []
     for name in ("input", "output"):
         if not getattr(args, name):
             problems.append(f"{name.upper()} is required (as an argument or as `{name}` in --config)")
+    if args.input and args.output:
+        problems += path_problems(args.input, args.output)
 
     def add(factory, **kwargs):
         try:
@@ -152,7 +158,7 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
         problems.append(f"--engine-workers must be >= 1, got {args.engine_workers}")
     if args.windows_per_partition < 1:
         problems.append(f"--windows-per-partition must be >= 1, got {args.windows_per_partition}")
-    add(VideoReaderStage, input_video_path=args.input, video_limit=args.video_limit, verbose=args.verbose)
+    add(VideoReaderStage, input_video_path=args.input, video_limit=args.video_limit, verbose=args.verbose, timeout_s=args.video_timeout_s)
     add(
         FixedStrideClipStage,
         clip_len_s=args.fixed_stride_split_duration,
@@ -171,6 +177,7 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
         preprocess_dtype=args.captioning_preprocess_dtype,
         generate_previews=args.generate_previews,
         verbose=args.verbose,
+        timeout_s=args.video_timeout_s,
     )
     if args.generate_previews:
         add(

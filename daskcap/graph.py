@@ -42,13 +42,15 @@ from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
 from daskcap.stages.preview import PreviewStage, make_previews
 from daskcap.stages.read import VIDEO_EXTENSIONS, VideoReaderStage, list_videos, read_videos
 from daskcap.stages.write import INDEX_COLUMNS, ClipWriterStage, finish_videos, write_videos, write_windows
-from daskcap.storage import atomic_write_json, output_fs
+from daskcap.jobstate import STATE_DIR, OutputState, config_hash, params_dict
+from daskcap.storage import atomic_write_json, output_fs, redact
 from daskcap.video.windows import split_windows
 
 log = logging.getLogger(__name__)
 
 STAGE_SECONDS = "daskcap_stage_seconds"
-OUTPUT_ENTRIES = ("windows", "videos", "previews", "clips", "summary.json", "report")
+PARTITION = "daskcap_partition"
+OUTPUT_ENTRIES = ("windows", "videos", "previews", "clips", "summary.json", "report", STATE_DIR)
 ENGINE_RESOURCE = "GPU"
 
 
@@ -132,17 +134,27 @@ def _timed(frame: pd.DataFrame, stage: str, function: Callable, params: Any) -> 
     start = time.perf_counter()
     result = function(frame, params)
     seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
-    result.attrs[STAGE_SECONDS] = seconds
+    result.attrs = {**frame.attrs, STAGE_SECONDS: seconds}
     return result
 
 
-def _write_partition(frame: pd.DataFrame, writer: ClipWriterStage, partition_info: dict | None = None) -> pd.DataFrame:
-    number = partition_info["number"] if partition_info else 0
-    return _write_numbered(frame, writer, number)
+def _write_partition(frame: pd.DataFrame, writer: ClipWriterStage) -> pd.DataFrame:
+    return _write_numbered(frame, writer, frame.attrs[PARTITION])
 
 
 def _write_numbered(frame: pd.DataFrame, writer: ClipWriterStage, number: int) -> pd.DataFrame:
-    return _timed(frame, "write", lambda f, p: write_windows(f, p, f"part-{number:05d}"), writer)
+    """Write one partition, then its completion marker (the last thing written)."""
+    index = _timed(frame, "write", lambda f, p: write_windows(f, p, f"part-{number:05d}"), writer)
+    if not writer.dry_run:
+        OutputState(writer.output_path).mark_done(number, index, index.attrs.get(STAGE_SECONDS, {}))
+    return index
+
+
+def _clip_group(numbered: tuple[int, pd.DataFrame]) -> pd.DataFrame:
+    number, group = numbered
+    group = group.copy()
+    group.attrs = {PARTITION: number}
+    return group
 
 
 def _caption_task(frame: pd.DataFrame, params: CaptionGenerationStage, drop_model_input: bool) -> pd.DataFrame:
@@ -291,19 +303,33 @@ def plan_partitions(clips: pd.DataFrame, prepare: CaptionPreparationStage, windo
 
 
 def prepare_output(writer: ClipWriterStage, overwrite: bool) -> None:
-    """Refuse to mix a new run into an old output, unless told to overwrite it."""
+    """Refuse to mix a new run into files that are not a run to resume, unless told to overwrite them."""
     if writer.dry_run:
         return
     fs, root = output_fs(writer.output_path)
     existing = [name for name in OUTPUT_ENTRIES if fs.exists(f"{root}/{name}")]
     if existing and not overwrite:
         raise UsageError(
-            f"{writer.output_path} already holds a daskcap output ({', '.join(existing)}); "
-            "pass --overwrite (Pipeline(..., overwrite=True)) to replace it, or choose another output"
+            f"{writer.output_path} already holds files ({', '.join(existing)}) that are not a daskcap run to resume; "
+            "pass --overwrite (Pipeline(..., overwrite=True)) to replace them, or choose another output"
         )
     for name in existing:
         fs.rm(f"{root}/{name}", recursive=True)
     fs.makedirs(root, exist_ok=True)
+
+
+def job_config(job: Job, options: ClusterOptions) -> dict:
+    """The configuration that decides the output (its hash is in summary.json and _daskcap/job.json)."""
+    return {
+        "reader": params_dict(job.reader),
+        "clipper": params_dict(job.clipper),
+        "prepare": params_dict(job.prepare),
+        "preview": params_dict(job.preview),
+        "caption": params_dict(job.caption),
+        "enhance": params_dict(job.enhance),
+        "writer": params_dict(job.writer),
+        "windows_per_partition": options.windows_per_partition,
+    }
 
 
 def check_models(job: Job, options: ClusterOptions) -> list[str]:
@@ -363,7 +389,7 @@ def _worker_summary(before: dict, after: dict, engine_workers: list[str]) -> dic
     return summary
 
 
-def _submit_model_stages(client: Client, job: Job, windows_dd, cpu: list[str]) -> tuple[list, dict[str, list]]:
+def _submit_model_stages(client: Client, job: Job, windows_dd, numbers: list[int], cpu: list[str]) -> tuple[list, dict[str, list]]:
     """Prepared partitions on CPU workers, model stages on engine workers, write on CPU workers.
 
     Returns the write futures and, for the progress display, each earlier stage's futures.
@@ -374,7 +400,7 @@ def _submit_model_stages(client: Client, job: Job, windows_dd, cpu: list[str]) -
     drop_input = not job.writer.write_model_input
     written = []
     stages: dict[str, list] = {"prepare": list(prepared), "caption": [], "enhance": []}
-    for i, partition in enumerate(prepared):
+    for i, partition in zip(numbers, prepared, strict=True):
         future = partition
         if job.caption is not None:
             future = client.submit(
@@ -393,15 +419,84 @@ def _submit_model_stages(client: Client, job: Job, windows_dd, cpu: list[str]) -
     return written, {name: items for name, items in stages.items() if items}
 
 
-def run_job(job: Job, options: ClusterOptions, *, overwrite: bool = False, progress: bool = True) -> dict:
-    """Run ``job`` to completion and return its summary (also in summary.json)."""
+def _probe(client: Client, job: Job, paths: pd.DataFrame, n_workers: int, tracker: _Progress) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """read -> clip over ``paths``: video rows, clip rows, and the stages' seconds."""
+    videos_dd = dd.from_pandas(paths, npartitions=max(1, min(len(paths), 4 * n_workers)), sort=False)
+    videos_dd = videos_dd.map_partitions(_timed, "read", read_videos, job.reader, meta=schema.empty_frame(schema.VIDEO_SCHEMA))
+    clips_dd = videos_dd.map_partitions(_timed, "clip", make_clips, job.clipper, meta=schema.empty_frame(schema.CLIP_SCHEMA))
+    video_parts = videos_dd.to_delayed(optimize_graph=False)
+    clip_parts = clips_dd.to_delayed(optimize_graph=False)
+    parts, failures = _gather(client.compute(video_parts + clip_parts), tracker, "probe")
+    if failures:
+        raise JobError(f"probing failed: {failures[0][1]!r}") from failures[0][1]
+    video_frames, clip_frames = parts[: len(video_parts)], parts[len(video_parts) :]
+    seconds: dict[str, float] = {}
+    _sum_seconds(video_frames, seconds)
+    # Clip partitions carry their read seconds too: take only "clip" from them.
+    seconds["clip"] = sum(f.attrs.get(STAGE_SECONDS, {}).get("clip", 0.0) for f in clip_frames)
+    videos = pd.concat(video_frames, ignore_index=True)
+    clips = pd.concat(clip_frames, ignore_index=True)
+    videos.attrs.clear()
+    clips.attrs.clear()
+    return videos, clips, seconds
+
+
+def _number_partitions(clips: pd.DataFrame, groups: list[pd.DataFrame], first: int) -> pd.DataFrame:
+    """The clip rows with the partition number each belongs to."""
+    numbered = [group.assign(partition=first + i) for i, group in enumerate(groups)]
+    return pd.concat(numbered, ignore_index=True) if numbered else clips.assign(partition=pd.Series(dtype="int64"))
+
+
+def _retry_failed(client, job: Job, state: OutputState, videos, clips, n_workers, options, tracker) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Forget the failures of an earlier run: unreadable videos are probed again
+    (their new clips get new partitions) and partitions with failed windows lose
+    their completion marker."""
+    retry = videos["status"].isin(schema.READ_STATUSES)
+    if retry.any():
+        again, new_clips, _ = _probe(client, job, videos.loc[retry, ["video_path"]].reset_index(drop=True), n_workers, tracker)
+        videos = pd.concat([videos[~retry], again], ignore_index=True)
+        first = int(clips["partition"].max()) + 1 if len(clips) else 0
+        groups = plan_partitions(new_clips, job.prepare, options.windows_per_partition, n_workers)
+        clips = pd.concat([clips, _number_partitions(new_clips, groups, first)], ignore_index=True)
+        state.save_plan(videos, clips)
+    for number in sorted(state.done_partitions()):
+        index, _ = state.read_done(number)
+        if (index["status"] != schema.OK).any():
+            state.clear_done(number)
+    return videos, clips
+
+
+def run_job(
+    job: Job, options: ClusterOptions, *, overwrite: bool = False, progress: bool = True, retry_failed: bool = False
+) -> dict:
+    """Run ``job`` to completion and return its summary (also in summary.json).
+
+    A rerun into the same output with the same configuration resumes: only
+    partitions without a completion marker are computed. ``retry_failed``
+    also recomputes what failed before.
+    """
     started = time.time()
     problems = check_models(job, options)
     if problems:
         raise UsageError("\n".join(problems))
-    paths = list_videos(job.reader)
-    if paths.empty:
-        raise UsageError(f"no videos found in {job.reader.input_video_path} (extensions: {' '.join(VIDEO_EXTENSIONS)})")
+    config = job_config(job, options)
+    job_hash = config_hash(config)
+    state = None if job.writer.dry_run else OutputState(job.writer.output_path)
+    previous = state.read_job() if state is not None and not overwrite else None
+    if previous is not None and previous.get("config_hash") != job_hash:
+        raise UsageError(
+            f"{job.writer.output_path} holds a run with another configuration (hash {previous.get('config_hash')}, "
+            f"this one {job_hash}); rerun with the same settings to resume it, pass --overwrite to start over, "
+            "or choose another output"
+        )
+    resuming = previous is not None and state.has_plan()
+    if retry_failed and not resuming:
+        raise UsageError(f"--retry-failed needs an earlier run of the same job in {job.writer.output_path}; there is none")
+    paths = None
+    if not resuming:
+        paths = list_videos(job.reader)
+        if paths.empty:
+            raise UsageError(f"no videos found in {job.reader.input_video_path} (extensions: {' '.join(VIDEO_EXTENSIONS)})")
     tracker = _Progress(progress)
     stage_seconds: dict[str, float] = {}
     with connect(options, job.needs_engines) as client:
@@ -410,54 +505,67 @@ def run_job(job: Job, options: ClusterOptions, *, overwrite: bool = False, progr
             if problems:
                 raise UsageError("\n".join(problems))
         cpu_workers, engine_workers = _workers_by_kind(client)
-        prepare_output(job.writer, overwrite)
         n_workers = max(1, len(cpu_workers) or len(engine_workers))
         tracker.announce(f"daskcap: dashboard {client.dashboard_link}")
         stats_before = client.run(worker_stats) if job.needs_engines else {}
 
-        videos_dd = dd.from_pandas(paths, npartitions=max(1, min(len(paths), 4 * n_workers)), sort=False)
-        videos_dd = videos_dd.map_partitions(_timed, "read", read_videos, job.reader, meta=schema.empty_frame(schema.VIDEO_SCHEMA))
-        clips_dd = videos_dd.map_partitions(_timed, "clip", make_clips, job.clipper, meta=schema.empty_frame(schema.CLIP_SCHEMA))
-        video_parts = videos_dd.to_delayed(optimize_graph=False)
-        clip_parts = clips_dd.to_delayed(optimize_graph=False)
-        futures = client.compute(video_parts + clip_parts)
-        parts, failures = _gather(futures, tracker, "probe")
-        if failures:
-            raise JobError(f"probing failed: {failures[0][1]!r}") from failures[0][1]
-        video_frames, clip_frames = parts[: len(video_parts)], parts[len(video_parts) :]
-        _sum_seconds(video_frames, stage_seconds)
-        # Clip partitions carry their read seconds too: take only "clip" from them.
-        stage_seconds["clip"] = sum(f.attrs.get(STAGE_SECONDS, {}).get("clip", 0.0) for f in clip_frames)
-        videos = pd.concat(video_frames, ignore_index=True)
-        clips = pd.concat(clip_frames, ignore_index=True)
-        clips.attrs.clear()
+        if resuming:
+            videos, clips = state.load_plan()
+            stage_seconds.update(previous.get("probe_seconds", {}))
+            tracker.announce(f"daskcap: resuming the run in {job.writer.output_path}")
+            if retry_failed:
+                videos, clips = _retry_failed(client, job, state, videos, clips, n_workers, options, tracker)
+        else:
+            if previous is None:
+                prepare_output(job.writer, overwrite)
+            videos, clips, probe_seconds = _probe(client, job, paths, n_workers, tracker)
+            stage_seconds.update(probe_seconds)
+            groups = plan_partitions(clips, job.prepare, options.windows_per_partition, n_workers)
+            clips = _number_partitions(clips, groups, 0)
+            if state is not None:
+                state.write_job({"config_hash": job_hash, "probe_seconds": probe_seconds, "config": redact(config)})
+                state.save_plan(videos, clips)
 
-        groups = plan_partitions(clips, job.prepare, options.windows_per_partition, n_workers)
+        numbers = sorted(int(n) for n in clips["partition"].dropna().unique()) if len(clips) else []
+        done = state.done_partitions() if state is not None else set()
+        pending = [n for n in numbers if n not in done]
+        by_number = {n: group.drop(columns="partition").reset_index(drop=True) for n, group in clips.groupby("partition")}
         index_parts, partition_failures = [], []
-        if groups:
-            windows_dd = dd.from_map(lambda group: group, groups, meta=schema.empty_frame(schema.CLIP_SCHEMA), enforce_metadata=False)
+        for number in sorted(done & set(numbers)):
+            index, seconds = state.read_done(number)
+            index_parts.append(index)
+            for stage, value in seconds.items():
+                stage_seconds[stage] = stage_seconds.get(stage, 0.0) + value
+        if pending:
+            windows_dd = dd.from_map(
+                _clip_group, [(n, by_number[n]) for n in pending], meta=schema.empty_frame(schema.CLIP_SCHEMA), enforce_metadata=False
+            )
             window_meta = schema.empty_frame(schema.WINDOW_SCHEMA)
             windows_dd = windows_dd.map_partitions(_timed, "prepare", prepare_windows, job.prepare, meta=window_meta)
             if job.preview is not None:
                 windows_dd = windows_dd.map_partitions(_timed, "preview", make_previews, job.preview, meta=window_meta)
             if job.needs_engines:
-                futures, earlier = _submit_model_stages(client, job, windows_dd, cpu_workers)
+                futures, earlier = _submit_model_stages(client, job, windows_dd, pending, cpu_workers)
                 results, failures = _gather(futures, tracker, "write", earlier)
             else:
                 # prepare -> preview -> write fuse into one task per partition.
                 index_dd = windows_dd.map_partitions(_write_partition, job.writer, meta=_index_meta())
-                futures = client.compute(index_dd.to_delayed())
-                results, failures = _gather(futures, tracker, "windows")
-            index_parts = [r for r in results if r is not None]
-            _sum_seconds(index_parts, stage_seconds)
+                results, failures = _gather(client.compute(index_dd.to_delayed()), tracker, "windows")
+            new_parts = [r for r in results if r is not None]
+            _sum_seconds(new_parts, stage_seconds)
+            index_parts += new_parts
             for i, exc in failures:
-                log.error("partition %d failed: %r", i, exc)
-                partition_failures.append({"partition": i, "error": repr(exc), "videos": sorted(set(groups[i]["video_path"]))})
+                number = pending[i]
+                log.error("partition %d failed: %r", number, exc)
+                partition_failures.append(
+                    {"partition": number, "error": repr(exc), "videos": sorted(set(by_number[number]["video_path"]))}
+                )
         window_index = pd.concat(index_parts, ignore_index=True) if index_parts else _index_meta()
         workers = _worker_summary(stats_before, client.run(worker_stats), engine_workers) if job.needs_engines else {}
         if not job.needs_engines:
             workers = {address: {"engine": False} for address in cpu_workers}
 
+    window_index = window_index.sort_values(["video_path", "clip_index", "window_index"], kind="stable", ignore_index=True)
     videos = finish_videos(videos, window_index, clips)
     for failure in partition_failures:
         hit = videos["video_path"].isin(failure["videos"])
@@ -466,18 +574,22 @@ def run_job(job: Job, options: ClusterOptions, *, overwrite: bool = False, progr
         videos.loc[hit & some_windows, "status"] = schema.PARTIAL
         videos.loc[hit & ~some_windows, "status"] = schema.TASK_FAILED
         videos.loc[hit, "error"] = f"a task processing this video failed: {failure['error']}"
+    videos = videos.sort_values("video_path", ignore_index=True)
     write_videos(videos, job.writer)
     wall_s = time.time() - started
     summary = {
         "input": job.reader.input_video_path,
         "output": job.writer.output_path,
+        "config_hash": job_hash,
         "wall_s": round(wall_s, 3),
+        "resumed": resuming,
+        "partitions_computed": len(pending),
         "videos": {"total": len(videos), "by_status": videos["status"].value_counts().to_dict()},
         "clips": {"total": len(clips)},
         "windows": {"total": len(window_index), "by_status": window_index["status"].value_counts().to_dict()},
         "windows_per_s": round(len(window_index) / wall_s, 3) if wall_s > 0 else None,
         "stage_seconds": {stage: round(seconds, 3) for stage, seconds in stage_seconds.items()},
-        "partitions": len(groups),
+        "partitions": len(numbers),
         "failed_partitions": partition_failures,
         "cluster": {
             "scheduler": options.scheduler or "embedded",
@@ -485,18 +597,9 @@ def run_job(job: Job, options: ClusterOptions, *, overwrite: bool = False, progr
             "engine_workers": len(engine_workers),
         },
         "workers": workers,
-        "config": {
-            "reader": asdict(job.reader),
-            "clipper": asdict(job.clipper),
-            "prepare": asdict(job.prepare),
-            "preview": asdict(job.preview) if job.preview else None,
-            "caption": asdict(job.caption) if job.caption else None,
-            "enhance": asdict(job.enhance) if job.enhance else None,
-            "writer": asdict(job.writer),
-            "windows_per_partition": options.windows_per_partition,
-        },
+        "config": config,
     }
-    if not job.writer.dry_run:
-        fs, root = output_fs(job.writer.output_path)
-        atomic_write_json(fs, f"{root}/summary.json", summary)
+    summary = redact(summary)  # no credentials from URLs in summary.json
+    if state is not None:
+        atomic_write_json(state.fs, f"{state.root}/summary.json", summary)
     return summary

@@ -47,6 +47,7 @@ class Pipeline:
         engine_workers: int | None = None,
         windows_per_partition: int = 8,
         overwrite: bool = False,
+        retry_failed: bool = False,
         progress: bool = True,
     ):
         self.name = name
@@ -56,6 +57,7 @@ class Pipeline:
             scheduler=scheduler, n_workers=n_workers, engine_workers=engine_workers, windows_per_partition=windows_per_partition
         )
         self.overwrite = overwrite
+        self.retry_failed = retry_failed
         self.progress = progress
 
     def add_stage(self, stage) -> Pipeline:
@@ -109,4 +111,4 @@ class Pipeline:
 
     def run(self) -> dict:
         """Run the pipeline; return the summary that is also written to summary.json."""
-        return run_job(self.build(), self.cluster, overwrite=self.overwrite, progress=self.progress)
+        return run_job(self.build(), self.cluster, overwrite=self.overwrite, retry_failed=self.retry_failed, progress=self.progress)

@@ -24,6 +24,7 @@ NO_WINDOWS = "no_windows"  # video: clips exist but all have < 4 frames
 READ_FAILED = "read_failed"  # video: missing, unreadable, not a container
 NO_VIDEO_STREAM = "no_video_stream"  # video: container without a video stream
 BAD_METADATA = "bad_metadata"  # video: no usable frame rate / frame size
+TIMED_OUT = "timed_out"  # video or window: gave up after the per-video time limit
 PARTIAL = "partial"  # video: some of its windows failed
 TASK_FAILED = "task_failed"  # video: a task processing it crashed (a bug: please report)
 DECODE_FAILED = "decode_failed"  # window: its clip could not be decoded
@@ -32,8 +33,11 @@ PREVIEW_FAILED = "preview_failed"  # window: the WebP preview could not be made
 CAPTION_FAILED = "caption_failed"  # window: the caption model failed on it
 ENHANCE_FAILED = "enhance_failed"  # window: captioned, but the enhancement model failed on it
 
+# Video statuses decided when reading: --retry-failed probes these videos again.
+READ_STATUSES = frozenset({READ_FAILED, NO_VIDEO_STREAM, BAD_METADATA, TIMED_OUT})
+
 FAILED_STATUSES = frozenset(
-    {READ_FAILED, NO_VIDEO_STREAM, BAD_METADATA, PARTIAL, TASK_FAILED, DECODE_FAILED, ENCODE_FAILED, PREVIEW_FAILED, CAPTION_FAILED, ENHANCE_FAILED}
+    {READ_FAILED, NO_VIDEO_STREAM, BAD_METADATA, TIMED_OUT, PARTIAL, TASK_FAILED, DECODE_FAILED, ENCODE_FAILED, PREVIEW_FAILED, CAPTION_FAILED, ENHANCE_FAILED}
 )
 
 VIDEO_SCHEMA = pa.schema(

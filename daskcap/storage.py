@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import uuid
 from typing import Any
 
@@ -36,3 +37,45 @@ def atomic_write_parquet(fs: AbstractFileSystem, path: str, table: pa.Table) -> 
 
 def atomic_write_json(fs: AbstractFileSystem, path: str, payload: Any) -> None:
     atomic_write_bytes(fs, path, (json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+def path_problems(input_path: str, output_path: str) -> list[str]:
+    """Input that does not exist, output that cannot be written: one line each, found before any work."""
+    import os
+
+    problems = []
+    try:
+        fs, path = url_to_fs(input_path)
+        if not (fs.exists(path) or (any(ch in path for ch in "*?[") and fs.glob(path))):
+            problems.append(f"input not found: {input_path}")
+    except (ImportError, ValueError, OSError) as exc:
+        problems.append(f"input {input_path}: {exc}")
+    if "://" not in output_path or output_path.startswith("file://"):
+        target = os.path.abspath(output_path.removeprefix("file://"))
+        existing = target
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            problems.append(f"output {output_path}: {existing} is a file, not a directory")
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            problems.append(f"output {output_path}: {existing} is not writable")
+    else:
+        try:
+            url_to_fs(output_path)
+        except (ImportError, ValueError) as exc:
+            problems.append(f"output {output_path}: {exc}")
+    return problems
+
+
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact(value):
+    """``value`` with credentials embedded in URLs (scheme://user:secret@host) removed, recursively."""
+    if isinstance(value, str):
+        return _USERINFO.sub(r"\g<scheme>***@", value)
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value

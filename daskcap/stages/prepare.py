@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -20,7 +21,7 @@ import pandas as pd
 from daskcap import schema
 from daskcap.prompts import CAPTION_PROMPTS, caption_prompt
 from daskcap.stages._params import Checks
-from daskcap.video.decode import DecodeStats, iter_clip_frames
+from daskcap.video.decode import DecodeStats, DecodeTimeout, iter_clip_frames
 from daskcap.video.encode import Mp4Writer, even_size
 from daskcap.video.io import open_container
 from daskcap.video.probe import frame_rate
@@ -54,6 +55,7 @@ class CaptionPreparationStage:
     generate_previews: bool = True
     verbose: bool = False
     clip_mp4: bool = True
+    timeout_s: float | None = 600.0  # daskcap: limit per clip (decode and encodes)
 
     def __post_init__(self) -> None:
         checks = Checks("CaptionPreparationStage")
@@ -64,6 +66,8 @@ class CaptionPreparationStage:
         if checks.number("window_size", self.window_size, 4, integer=True):
             checks.number("remainder_threshold", self.remainder_threshold, 0, self.window_size, integer=True)
         checks.choice("preprocess_dtype", self.preprocess_dtype, PREPROCESS_DTYPES)
+        if self.timeout_s is not None:
+            checks.number("timeout_s", self.timeout_s, above=0)
         checks.done()
 
 
@@ -102,7 +106,7 @@ def _plan_windows(num_frames: int, fps: float, height: int, width: int, params: 
 
 
 @contextlib.contextmanager
-def _clip_frames(clip, stats: DecodeStats, seek: bool) -> Iterator[tuple[Iterator[av.VideoFrame], Fraction]]:
+def _clip_frames(clip, stats: DecodeStats, seek: bool, deadline: float | None = None) -> Iterator[tuple[Iterator[av.VideoFrame], Fraction]]:
     """The clip's decoded frames (streaming) and the source frame rate."""
     with open_container(clip.video_path) as container:
         stream = container.streams.video[0]
@@ -110,18 +114,20 @@ def _clip_frames(clip, stats: DecodeStats, seek: bool) -> Iterator[tuple[Iterato
         rate = frame_rate(stream) or Fraction(clip.fps).limit_denominator(100000)
         start = int(clip.source_start_frame)
         end = _TO_STREAM_END if clip.reaches_end else int(clip.source_end_frame)
-        yield iter_clip_frames(container, stream, start, end, rate, stats, seek=seek), rate
+        yield iter_clip_frames(container, stream, start, end, rate, stats, seek=seek, deadline=deadline), rate
 
 
-def _count_clip_frames(clip) -> int:
+def _count_clip_frames(clip, deadline: float | None) -> int:
     stats = DecodeStats()
-    with _clip_frames(clip, stats, seek=False) as (frames, _):
+    with _clip_frames(clip, stats, seek=False, deadline=deadline) as (frames, _):
         for _ in frames:
             pass
     return stats.frames
 
 
-def _decode_clip(clip, windows: list[_Window], params: CaptionPreparationStage, seek: bool) -> tuple[DecodeStats, bytes | None]:
+def _decode_clip(
+    clip, windows: list[_Window], params: CaptionPreparationStage, seek: bool, deadline: float | None
+) -> tuple[DecodeStats, bytes | None]:
     """Stream the clip once through every window; return the decode stats and the clip's mp4."""
     stats = DecodeStats()
     window_of = np.full(windows[-1].end + 1, -1, dtype=np.int64)
@@ -134,7 +140,7 @@ def _decode_clip(clip, windows: list[_Window], params: CaptionPreparationStage, 
     clip_bytes = None
     writers: list[Mp4Writer] = []
     try:
-        with _clip_frames(clip, stats, seek) as (frames, rate):
+        with _clip_frames(clip, stats, seek, deadline) as (frames, rate):
             for position, frame in enumerate(frames):
                 if clip_writer_needed:
                     if clip_writer is None:
@@ -160,6 +166,8 @@ def _decode_clip(clip, windows: list[_Window], params: CaptionPreparationStage, 
                     window.mp4 = None
             if clip_writer is not None:
                 clip_bytes = clip_writer.finish()
+    except DecodeTimeout as exc:
+        raise _ClipFailed(schema.TIMED_OUT, f"gave up after {params.timeout_s:g} s on this clip (--video-timeout-s)") from exc
     except av.error.FFmpegError as exc:
         raise _ClipFailed(schema.DECODE_FAILED, f"{type(exc).__name__}: {exc}") from exc
     except (ValueError, MemoryError) as exc:
@@ -211,18 +219,22 @@ def _clip_windows(clip, params: CaptionPreparationStage) -> list[dict]:
         return failed_rows(spans, schema.ENCODE_FAILED, str(exc))
     if not windows:
         return []
+    deadline = time.monotonic() + params.timeout_s if params.timeout_s else None
     try:
-        stats, clip_bytes = _decode_clip(clip, windows, params, seek=True)
+        stats, clip_bytes = _decode_clip(clip, windows, params, seek=True, deadline=deadline)
         if stats.frames != expected:
             # The decoded frames disagree with the probed count (variable frame
             # rate, a lying header, lost data): count what really decodes, from
             # the start of the file, and plan the windows on that.
-            decoded = _count_clip_frames(clip)
+            try:
+                decoded = _count_clip_frames(clip, deadline)
+            except DecodeTimeout as exc:
+                raise _ClipFailed(schema.TIMED_OUT, f"gave up after {params.timeout_s:g} s on this clip (--video-timeout-s)") from exc
             log.info("%s clip %d: %d frames decode, %d expected; re-planning", clip.video_path, clip.clip_index, decoded, expected)
             windows = _plan_windows(decoded, fps, height, width, params)
             if not windows:
                 return []
-            stats, clip_bytes = _decode_clip(clip, windows, params, seek=False)
+            stats, clip_bytes = _decode_clip(clip, windows, params, seek=False, deadline=deadline)
             if stats.frames != decoded:
                 raise _ClipFailed(schema.DECODE_FAILED, f"decoding is not repeatable: {decoded} then {stats.frames} frames")
         if any(len(w.frames) != len(w.sampled_indices) for w in windows):

@@ -31,11 +31,14 @@ class VideoReaderStage:
     input_video_path: str
     video_limit: int = -1
     verbose: bool = False
+    timeout_s: float | None = 600.0  # daskcap: per-video limit for probing
 
     def __post_init__(self) -> None:
         checks = Checks("VideoReaderStage")
         checks.text("input_video_path", self.input_video_path)
         checks.number("video_limit", self.video_limit, integer=True)
+        if self.timeout_s is not None:
+            checks.number("timeout_s", self.timeout_s, above=0)
         checks.done()
 
 
@@ -86,7 +89,7 @@ def read_videos(paths: pd.DataFrame, params: VideoReaderStage) -> pd.DataFrame:
     for path in paths["video_path"]:
         row = {"video_path": path, "status": schema.OK, "error": None}
         try:
-            info = probe(path)
+            info = probe(path, params.timeout_s)
         except ProbeError as exc:
             row.update(status=exc.status, error=str(exc))
             log.warning("%s: %s", path, exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -24,9 +25,21 @@ def _seek_before(container: av.container.InputContainer, stream: av.video.stream
     container.seek(max(origin, target), stream=stream, backward=True, any_frame=False)
 
 
-def _packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream, stats: DecodeStats) -> Iterator[av.Packet]:
+class DecodeTimeout(TimeoutError):
+    """Decoding ran past its deadline (a pathological or huge file)."""
+
+
+def check_deadline(deadline: float | None, what: str) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise DecodeTimeout(f"{what} ran past its time limit")
+
+
+def _packets(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, stats: DecodeStats, deadline: float | None = None
+) -> Iterator[av.Packet]:
     packets = container.demux(stream)
     while True:
+        check_deadline(deadline, "decoding")
         try:
             yield next(packets)
         except StopIteration:
@@ -44,6 +57,7 @@ def iter_clip_frames(
     rate: Fraction,
     stats: DecodeStats,
     seek: bool = True,
+    deadline: float | None = None,
 ) -> Iterator[av.VideoFrame]:
     """Yield the decoded frames whose source index is in ``[start_frame, end_frame)``.
 
@@ -60,7 +74,7 @@ def iter_clip_frames(
     if seek and start_frame > 0:
         _seek_before(container, stream, start_frame, rate)
         previous = None
-    for packet in _packets(container, stream, stats):
+    for packet in _packets(container, stream, stats, deadline):
         try:
             frames = packet.decode()
         except av.error.FFmpegError:

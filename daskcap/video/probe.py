@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import math
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 
 import av
 
 from daskcap import schema
+from daskcap.video.decode import DecodeTimeout, check_deadline
 from daskcap.video.io import file_size, open_container
 
 
@@ -43,7 +45,7 @@ def _header_is_trustworthy(header_frames: int, duration_s: float, fps: float) ->
     return abs(header_frames - expected) <= max(2.0, 0.02 * expected)
 
 
-def _count_frames(path: str) -> tuple[int, float]:
+def _count_frames(path: str, deadline: float | None) -> tuple[int, float]:
     """Count the video packets (one per frame) and measure their time span.
 
     Demux only, no decode. The span (first timestamp to the end of the last
@@ -57,6 +59,8 @@ def _count_frames(path: str) -> tuple[int, float]:
             if not packet.size:
                 continue
             count += 1
+            if count % 256 == 0:
+                check_deadline(deadline, "counting frames")
             if packet.pts is not None:
                 first = packet.pts if first is None else min(first, packet.pts)
                 packet_end = packet.pts + (packet.duration or 0)
@@ -83,13 +87,15 @@ def frame_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
     return None
 
 
-def probe(path: str) -> VideoInfo:
+def probe(path: str, timeout_s: float | None = None) -> VideoInfo:
     """Probe ``path``; raise :class:`ProbeError` when it is not a usable video.
 
     The header's frame count is used when it agrees with duration x fps;
     otherwise (0, missing, or off) the frames are counted from the stream.
-    One frame is decoded to prove the stream is decodable.
+    One frame is decoded to prove the stream is decodable. Counting frames
+    stops with status ``timed_out`` after ``timeout_s``.
     """
+    deadline = time.monotonic() + timeout_s if timeout_s else None
     try:
         size = file_size(path)
         if size == 0:
@@ -131,7 +137,10 @@ def probe(path: str) -> VideoInfo:
     if _header_is_trustworthy(header_frames, duration_s, fps):
         num_frames, source = header_frames, "header"
     else:
-        num_frames, span_s = _count_frames(path)
+        try:
+            num_frames, span_s = _count_frames(path, deadline)
+        except DecodeTimeout as exc:
+            raise ProbeError(schema.TIMED_OUT, f"gave up after {timeout_s:g} s counting frames (--video-timeout-s)") from exc
         source = "counted"
         duration_s = span_s or num_frames / fps
     if duration_s <= 0:
