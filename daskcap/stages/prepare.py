@@ -274,5 +274,16 @@ def prepare_windows(clips: pd.DataFrame, params: CaptionPreparationStage) -> pd.
     for clip in clips.itertuples(index=False):
         if clip.status != schema.OK:
             continue
-        rows.extend(_clip_windows(clip, params))
+        try:
+            rows.extend(_clip_windows(clip, params))
+        except Exception as exc:  # noqa: BLE001 (one strange clip must not fail its partition)
+            log.exception("%s clip %d: unexpected error", clip.video_path, clip.clip_index)
+            spans = split_windows(int(clip.num_frames), params.window_size, params.remainder_threshold) or [(0, 0)]
+            rows.extend(
+                {"video_path": clip.video_path, "clip_id": clip.clip_id, "clip_index": clip.clip_index,
+                 "clip_start_s": clip.clip_start_s, "clip_end_s": clip.clip_end_s, "fps": clip.fps,
+                 "window_index": i, "start_frame": start, "end_frame": end, "status": schema.DECODE_FAILED,
+                 "error": f"unexpected {type(exc).__name__}: {exc}"}
+                for i, (start, end) in enumerate(spans)
+            )
     return schema.frame_from_rows(rows, schema.WINDOW_SCHEMA)

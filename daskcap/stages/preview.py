@@ -104,7 +104,7 @@ def make_previews(windows: pd.DataFrame, params: PreviewStage) -> pd.DataFrame:
                     log.warning("%s: source %.2f fps is below the preview's %.2f fps", window.video_path, window.fps, params.target_fps)
                 if source_height < params.target_height:
                     log.warning("%s: source height %d is below the preview's %d", window.video_path, source_height, params.target_height)
-        except (av.error.FFmpegError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 (a failed preview is recorded, never fatal)
             statuses[i], errors[i] = schema.PREVIEW_FAILED, f"{type(exc).__name__}: {exc}"
             log.warning("%s window %s/%d: preview failed: %s", window.video_path, window.clip_id, window.window_index, exc)
     windows["preview_webp"] = pd.Series(previews, index=windows.index, dtype=windows["preview_webp"].dtype)

@@ -93,6 +93,9 @@ def read_videos(paths: pd.DataFrame, params: VideoReaderStage) -> pd.DataFrame:
         except ProbeError as exc:
             row.update(status=exc.status, error=str(exc))
             log.warning("%s: %s", path, exc)
+        except Exception as exc:  # noqa: BLE001 (one strange file must not fail its partition)
+            row.update(status=schema.READ_FAILED, error=f"unexpected {type(exc).__name__} while probing: {exc}")
+            log.exception("%s: unexpected error while probing", path)
         else:
             row.update(
                 size_bytes=info.size_bytes,

@@ -104,6 +104,9 @@ def probe(path: str, timeout_s: float | None = None) -> VideoInfo:
             if not container.streams.video:
                 raise ProbeError(schema.NO_VIDEO_STREAM, "the file has no video stream")
             stream = container.streams.video[0]
+            if stream.codec_context is None:
+                tag = getattr(stream, "codec_tag", "") or "unknown"
+                raise ProbeError(schema.READ_FAILED, f"unsupported video codec (tag {tag!r}): FFmpeg has no decoder for it")
             rate = frame_rate(stream)
             width, height = stream.codec_context.width, stream.codec_context.height
             codec = stream.codec_context.name
