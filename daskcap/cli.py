@@ -127,6 +127,59 @@ def apply_config(parser: argparse.ArgumentParser, run_parser: argparse.ArgumentP
     return parser.parse_args(argv)
 
 
+def wants_captions(args: argparse.Namespace) -> bool:
+    return bool(args.generate_captions or args.captioning_model or args.enhance_captions)
+
+
+def model_stages(args: argparse.Namespace) -> list:
+    """The caption and enhancement stages that the reference's caption flags ask for.
+
+    Shared with jobs/split_clip_caption.py, whose flags have the same names.
+    Raises ParamError listing every bad value.
+    """
+    stages, problems = [], []
+
+    def make(factory, **kwargs) -> None:
+        try:
+            stages.append(factory(**kwargs))
+        except ParamError as exc:
+            problems.extend(exc.problems)
+
+    if wants_captions(args):
+        make(
+            CaptionGenerationStage,
+            model_dir=args.model_dir,
+            model_variant=args.captioning_algorithm,
+            model=args.captioning_model,
+            caption_batch_size=args.captioning_batch_size,
+            fp8=args.captioning_use_fp8_weights,
+            max_output_tokens=args.captioning_max_output_tokens,
+            model_does_preprocess=args.captioning_model_does_preprocess,
+            disable_mmcache=not args.captioning_use_vllm_mmcache,
+            generate_stage2_caption=args.captioning_stage2_caption,
+            stage2_prompt_text=args.captioning_stage2_prompt_text,
+            engine=args.engine,
+            verbose=args.verbose,
+        )
+    if args.enhance_captions:
+        make(
+            CaptionEnhancementStage,
+            model_dir=args.model_dir,
+            model_variant=args.enhance_captions_algorithm,
+            model=args.enhance_captions_model,
+            prompt_variant=args.enhance_captioning_prompt_variant,
+            prompt_text=args.enhance_captions_prompt_text,
+            model_batch_size=args.enhance_captions_batch_size,
+            fp8=args.enhance_captions_use_fp8_weights,
+            max_output_tokens=args.enhance_captions_max_output_tokens,
+            engine=args.engine,
+            verbose=args.verbose,
+        )
+    if problems:
+        raise ParamError(problems)
+    return stages
+
+
 def build_pipeline(args: argparse.Namespace) -> Pipeline:
     """Turn parsed flags into a pipeline; raise ParamError with every bad flag."""
     pipeline = Pipeline(
@@ -188,36 +241,11 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
             compression_level=args.preview_compression_level,
             verbose=args.verbose,
         )
-    if args.generate_captions or args.captioning_model or args.enhance_captions:
-        add(
-            CaptionGenerationStage,
-            model_dir=args.model_dir,
-            model_variant=args.captioning_algorithm,
-            model=args.captioning_model,
-            caption_batch_size=args.captioning_batch_size,
-            fp8=args.captioning_use_fp8_weights,
-            max_output_tokens=args.captioning_max_output_tokens,
-            model_does_preprocess=args.captioning_model_does_preprocess,
-            disable_mmcache=not args.captioning_use_vllm_mmcache,
-            generate_stage2_caption=args.captioning_stage2_caption,
-            stage2_prompt_text=args.captioning_stage2_prompt_text,
-            engine=args.engine,
-            verbose=args.verbose,
-        )
-    if args.enhance_captions:
-        add(
-            CaptionEnhancementStage,
-            model_dir=args.model_dir,
-            model_variant=args.enhance_captions_algorithm,
-            model=args.enhance_captions_model,
-            prompt_variant=args.enhance_captioning_prompt_variant,
-            prompt_text=args.enhance_captions_prompt_text,
-            model_batch_size=args.enhance_captions_batch_size,
-            fp8=args.enhance_captions_use_fp8_weights,
-            max_output_tokens=args.enhance_captions_max_output_tokens,
-            engine=args.engine,
-            verbose=args.verbose,
-        )
+    try:
+        for stage in model_stages(args):
+            pipeline.add_stage(stage)
+    except ParamError as exc:
+        problems.extend(exc.problems)
     add(
         ClipWriterStage,
         output_path=args.output,
@@ -225,7 +253,7 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
         upload_clips=args.upload_clips,
         dry_run=args.dry_run,
         generate_previews=args.generate_previews,
-        generate_captions=args.generate_captions or bool(args.captioning_model) or args.enhance_captions,
+        generate_captions=wants_captions(args),
         write_model_input=args.write_model_input,
         verbose=args.verbose,
     )

@@ -21,8 +21,6 @@ import os
 import sys
 
 from daskcap import (
-    CaptionEnhancementStage,
-    CaptionGenerationStage,
     CaptionPreparationStage,
     ClipWriterStage,
     FixedStrideClipStage,
@@ -30,6 +28,7 @@ from daskcap import (
     PreviewStage,
     VideoReaderStage,
 )
+from daskcap.cli import model_stages, wants_captions
 from daskcap.graph import JobError
 from daskcap.stages._params import ParamError
 
@@ -117,7 +116,7 @@ def build(args: argparse.Namespace) -> Pipeline:
         problems.append(f"--enhanced-caption-models {args.enhanced_caption_models}: only qwen_lm is available")
     if problems:
         raise ParamError(problems)
-    captions = args.generate_captions or args.enhance_captions
+    captions = wants_captions(args)
     pipeline = Pipeline(
         name="split-clip-caption",
         scheduler=args.scheduler,
@@ -151,38 +150,8 @@ def build(args: argparse.Namespace) -> Pipeline:
         pipeline.add_stage(
             PreviewStage(target_fps=args.preview_target_fps, target_height=args.preview_target_height, verbose=args.verbose)
         )
-    if captions:
-        pipeline.add_stage(
-            CaptionGenerationStage(
-                model_dir=args.model_dir,
-                model_variant=args.captioning_algorithm,
-                model=args.captioning_model,
-                caption_batch_size=args.captioning_batch_size,
-                fp8=args.captioning_use_fp8_weights,
-                max_output_tokens=args.captioning_max_output_tokens,
-                model_does_preprocess=args.captioning_model_does_preprocess,
-                disable_mmcache=not args.captioning_use_vllm_mmcache,
-                generate_stage2_caption=args.captioning_stage2_caption,
-                stage2_prompt_text=args.captioning_stage2_prompt_text,
-                engine=args.engine,
-                verbose=args.verbose,
-            )
-        )
-    if args.enhance_captions:
-        pipeline.add_stage(
-            CaptionEnhancementStage(
-                model_dir=args.model_dir,
-                model_variant=args.enhance_captions_algorithm,
-                model=args.enhance_captions_model,
-                prompt_variant=args.enhance_captioning_prompt_variant,
-                prompt_text=args.enhance_captions_prompt_text,
-                model_batch_size=args.enhance_captions_batch_size,
-                fp8=args.enhance_captions_use_fp8_weights,
-                max_output_tokens=args.enhance_captions_max_output_tokens,
-                engine=args.engine,
-                verbose=args.verbose,
-            )
-        )
+    for stage in model_stages(args):  # the caption flags have daskcap run's names
+        pipeline.add_stage(stage)
     pipeline.add_stage(
         ClipWriterStage(
             output_path=args.output_clip_path,

@@ -10,8 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
-from videogen import stamped_frame, write_stamped_video
+from videogen import stamped_frame, write_audio_only, write_stamped_video
 
 
 def _encode(path: Path, frames: int, rate=Fraction(30), width=176, height=128, *, pts=None, time_base=None, options=None,
@@ -59,14 +58,7 @@ def build_corpus(folder: Path) -> dict[Path, str]:
     text.write_text("this is a text file with a video's name\n" * 20)
     expected[text] = "read_failed"
 
-    audio = folder / "audio only.mp4"
-    with av.open(str(audio), "w") as container:
-        stream = container.add_stream("aac", rate=16000)
-        for i in range(16):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    audio = write_audio_only(folder / "audio only.mp4")
     expected[audio] = "no_video_stream"
 
     corrupt = bytearray(write_stamped_video(folder / "corrupt.tmp.mp4", 300, 30, width=320, height=240).read_bytes())

@@ -10,10 +10,9 @@ import random
 from fractions import Fraction
 
 import av
-import numpy as np
 import pandas as pd
 import pytest
-from videogen import decode_stamps, parse_webp, stamped_frame, write_stamped_video
+from videogen import decode_stamps, parse_webp, stamped_frame, write_audio_only, write_stamped_video
 
 from daskcap import schema
 from daskcap.stages.clip import FixedStrideClipStage, make_clips
@@ -123,14 +122,7 @@ def test_non_utf8_title_does_not_make_a_video_unreadable(tmp_path):
 
 
 def test_audio_only_file(tmp_path):
-    path = tmp_path / "audio.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=16000)
-        for i in range(20):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    path = write_audio_only(tmp_path / "audio.mp4")
     videos, windows = _run(path)
     assert videos.iloc[0]["status"] == schema.NO_VIDEO_STREAM and windows.empty
 

@@ -103,3 +103,15 @@ def parse_webp(data: bytes) -> dict:
             )
         offset += 8 + size + (size & 1)
     return info
+
+
+def write_audio_only(path: Path, blocks: int = 16) -> Path:
+    """An mp4 with one AAC stream and no video."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for i in range(blocks):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
