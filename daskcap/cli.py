@@ -127,6 +127,23 @@ def apply_config(parser: argparse.ArgumentParser, run_parser: argparse.ArgumentP
     return parser.parse_args(argv)
 
 
+def preparation_stage(args: argparse.Namespace) -> CaptionPreparationStage:
+    """CaptionPreparationStage from the reference's --captioning-* flags (shared with jobs/split_clip_caption.py)."""
+    return CaptionPreparationStage(
+        model_variant=args.captioning_algorithm,
+        prompt_variant=args.captioning_prompt_variant,
+        prompt_text=args.captioning_prompt_text,
+        sampling_fps=args.captioning_sampling_fps,
+        window_size=args.captioning_window_size,
+        remainder_threshold=args.captioning_remainder_threshold,
+        model_does_preprocess=args.captioning_model_does_preprocess,
+        preprocess_dtype=args.captioning_preprocess_dtype,
+        generate_previews=args.generate_previews,
+        verbose=args.verbose,
+        timeout_s=getattr(args, "video_timeout_s", 600.0),
+    )
+
+
 def wants_captions(args: argparse.Namespace) -> bool:
     return bool(args.generate_captions or args.captioning_model or args.enhance_captions)
 
@@ -218,20 +235,7 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
         min_clip_length_s=args.fixed_stride_min_clip_length_s,
         limit_clips=args.limit_clips,
     )
-    add(
-        CaptionPreparationStage,
-        model_variant=args.captioning_algorithm,
-        prompt_variant=args.captioning_prompt_variant,
-        prompt_text=args.captioning_prompt_text,
-        sampling_fps=args.captioning_sampling_fps,
-        window_size=args.captioning_window_size,
-        remainder_threshold=args.captioning_remainder_threshold,
-        model_does_preprocess=args.captioning_model_does_preprocess,
-        preprocess_dtype=args.captioning_preprocess_dtype,
-        generate_previews=args.generate_previews,
-        verbose=args.verbose,
-        timeout_s=args.video_timeout_s,
-    )
+    add(preparation_stage, args=args)
     if args.generate_previews:
         add(
             PreviewStage,

@@ -21,14 +21,13 @@ import os
 import sys
 
 from daskcap import (
-    CaptionPreparationStage,
     ClipWriterStage,
     FixedStrideClipStage,
     Pipeline,
     PreviewStage,
     VideoReaderStage,
 )
-from daskcap.cli import model_stages, wants_captions
+from daskcap.cli import model_stages, preparation_stage, wants_captions
 from daskcap.graph import JobError
 from daskcap.stages._params import ParamError
 
@@ -132,20 +131,7 @@ def build(args: argparse.Namespace) -> Pipeline:
             limit_clips=args.limit_clips,
         )
     )
-    pipeline.add_stage(
-        CaptionPreparationStage(
-            model_variant=args.captioning_algorithm,
-            prompt_variant=args.captioning_prompt_variant,
-            prompt_text=args.captioning_prompt_text,
-            sampling_fps=args.captioning_sampling_fps,
-            window_size=args.captioning_window_size,
-            remainder_threshold=args.captioning_remainder_threshold,
-            model_does_preprocess=args.captioning_model_does_preprocess,
-            preprocess_dtype=args.captioning_preprocess_dtype,
-            generate_previews=args.generate_previews,
-            verbose=args.verbose,
-        )
-    )
+    pipeline.add_stage(preparation_stage(args))  # the --captioning-* flags have daskcap run's names
     if args.generate_previews:
         pipeline.add_stage(
             PreviewStage(target_fps=args.preview_target_fps, target_height=args.preview_target_height, verbose=args.verbose)

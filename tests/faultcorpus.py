@@ -9,27 +9,7 @@ import random
 from fractions import Fraction
 from pathlib import Path
 
-import av
-from videogen import stamped_frame, write_audio_only, write_stamped_video
-
-
-def _encode(path: Path, frames: int, rate=Fraction(30), width=176, height=128, *, pts=None, time_base=None, options=None,
-            rotation: int | None = None, fmt=None) -> Path:
-    with av.open(str(path), "w", format=fmt, options=options or {}) as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "ultrafast"}
-        if time_base is not None:
-            stream.codec_context.time_base = time_base
-        if rotation is not None:
-            stream.set_display_rotation(rotation)
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(stamped_frame(i, width, height), format="rgb24")
-            frame.pts = i if pts is None else pts[i]
-            frame.time_base = time_base or 1 / rate
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return path
+from videogen import write_audio_only, write_stamped_video
 
 
 def build_corpus(folder: Path) -> dict[Path, str]:
@@ -47,7 +27,7 @@ def build_corpus(folder: Path) -> dict[Path, str]:
     truncated.write_bytes(data[: len(data) // 2])
     expected[truncated] = "read_failed"
 
-    faststart = _encode(folder / "faststart.tmp", 30, options={"movflags": "faststart"}, fmt="mp4")
+    faststart = write_stamped_video(folder / "faststart.tmp", 30, container_format="mp4", container_options={"movflags": "faststart"})
     raw = faststart.read_bytes()
     header_only = folder / "header only.mp4"  # ftyp + moov, no media data
     header_only.write_bytes(raw[: raw.find(b"mdat") - 4])
@@ -74,7 +54,7 @@ def build_corpus(folder: Path) -> dict[Path, str]:
     expected[write_stamped_video(folder / "short 1s.mp4", 30, 30)] = "too_short"
 
     raw_h264 = folder / "no timestamps.mp4"  # an Annex-B H.264 stream: no container, no timestamps
-    _encode(folder / "raw.h264", 60, fmt="h264")
+    write_stamped_video(folder / "raw.h264", 60, container_format="h264")
     raw_h264.write_bytes((folder / "raw.h264").read_bytes())
     (folder / "raw.h264").unlink()
     expected[raw_h264] = "ok"
@@ -84,10 +64,10 @@ def build_corpus(folder: Path) -> dict[Path, str]:
     for _ in range(120):
         steps.append(t)
         t += jitter.choice([16, 33, 50, 67])
-    expected[_encode(folder / "variable rate.mp4", 120, pts=steps, time_base=Fraction(1, 1000))] = "ok"
-    expected[_encode(folder / "rotated.mp4", 60, rotation=90)] = "ok"
-    expected[_encode(folder / "strip 4000x16.mp4", 60, width=4000, height=16)] = "encode_failed"
-    expected[_encode(folder / "8k.mp4", 6, rate=Fraction(2), width=7680, height=4320)] = "ok"  # 3 s at 2 fps
+    expected[write_stamped_video(folder / "variable rate.mp4", 120, pts=steps, time_base=Fraction(1, 1000))] = "ok"
+    expected[write_stamped_video(folder / "rotated.mp4", 60, rotation=90)] = "ok"
+    expected[write_stamped_video(folder / "strip 4000x16.mp4", 60, width=4000, height=16)] = "encode_failed"
+    expected[write_stamped_video(folder / "8k.mp4", 6, Fraction(2), width=7680, height=4320)] = "ok"  # 3 s at 2 fps
 
     unsupported = folder / "unsupported codec.mp4"
     data = good.read_bytes()

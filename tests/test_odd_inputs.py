@@ -30,21 +30,8 @@ def _run(*paths, clip_len_s=10.0):
     return finish_videos(videos, windows, clips).set_index("video_path"), windows
 
 
-def _write_frames(path, num_frames, rate, *, codec="libx264", fmt=None, pts=None, time_base=None, width=176, height=128, metadata=None):
-    with av.open(str(path), "w", format=fmt) as container:
-        if metadata:
-            container.metadata.update(metadata)
-        stream = container.add_stream(codec, rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        if time_base is not None:
-            stream.codec_context.time_base = time_base
-        for i in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(stamped_frame(i, width, height), format="rgb24")
-            frame.pts = i if pts is None else pts[i]
-            frame.time_base = time_base or 1 / rate
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return path
+def _write_frames(path, num_frames, rate, *, fmt=None, **options):
+    return write_stamped_video(path, num_frames, rate, container_format=fmt, **options)
 
 
 def test_corrupt_bytes_mid_stream_keep_the_rest(tmp_path, stamped):

@@ -52,18 +52,31 @@ def write_stamped_video(
     pix_fmt: str = "yuv420p",
     preset: str = "ultrafast",
     gop: int = 250,
+    *,
+    pts: list[int] | None = None,
+    time_base: Fraction | None = None,
+    container_options: dict | None = None,
+    rotation: int | None = None,
+    metadata: dict | None = None,
 ) -> Path:
-    """``preset`` other than ultrafast gives B-frames; ``gop`` spaces the keyframes."""
+    """``preset`` other than ultrafast gives B-frames; ``gop`` spaces the keyframes;
+    ``pts`` (in ``time_base``) makes variable frame rates; ``rotation`` sets a display matrix."""
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), "w", format=container_format) as container:
+    with av.open(str(path), "w", format=container_format, options=container_options or {}) as container:
+        if metadata:
+            container.metadata.update(metadata)
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if codec == "libx264":
             stream.options = {"crf": "12", "preset": preset, "g": str(gop)}
+        if time_base is not None:
+            stream.codec_context.time_base = time_base
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
         for index in range(num_frames):
             frame = av.VideoFrame.from_ndarray(stamped_frame(index, width, height), format="rgb24")
-            frame.pts = index
-            frame.time_base = 1 / rate
+            frame.pts = index if pts is None else pts[index]
+            frame.time_base = time_base or 1 / rate
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return path
