@@ -199,17 +199,21 @@ def model_stages(args: argparse.Namespace) -> list:
 
 def build_pipeline(args: argparse.Namespace) -> Pipeline:
     """Turn parsed flags into a pipeline; raise ParamError with every bad flag."""
-    pipeline = Pipeline(
-        name="daskcap-run",
-        scheduler=args.scheduler,
-        n_workers=args.n_workers,
-        engine_workers=args.engine_workers,
-        windows_per_partition=args.windows_per_partition,
-        overwrite=args.overwrite,
-        retry_failed=args.retry_failed,
-        progress=not args.quiet,
-    )
     problems = []
+    try:
+        pipeline = Pipeline(
+            name="daskcap-run",
+            scheduler=args.scheduler,
+            n_workers=args.n_workers,
+            engine_workers=args.engine_workers,
+            windows_per_partition=args.windows_per_partition,
+            overwrite=args.overwrite,
+            retry_failed=args.retry_failed,
+            progress=not args.quiet,
+        )
+    except ParamError as exc:
+        problems.extend(exc.problems)
+        pipeline = Pipeline(name="daskcap-run")  # keeps collecting the stages' problems
     for name in ("input", "output"):
         if not getattr(args, name):
             problems.append(f"{name.upper()} is required (as an argument or as `{name}` in --config)")
@@ -222,12 +226,6 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
         except ParamError as exc:
             problems.extend(exc.problems)
 
-    if args.n_workers is not None and args.n_workers < 1:
-        problems.append(f"--n-workers must be >= 1, got {args.n_workers}")
-    if args.engine_workers is not None and args.engine_workers < 1:
-        problems.append(f"--engine-workers must be >= 1, got {args.engine_workers}")
-    if args.windows_per_partition < 1:
-        problems.append(f"--windows-per-partition must be >= 1, got {args.windows_per_partition}")
     add(VideoReaderStage, input_video_path=args.input, video_limit=args.video_limit, verbose=args.verbose, timeout_s=args.video_timeout_s)
     add(
         FixedStrideClipStage,

@@ -36,6 +36,7 @@ from daskcap import schema
 from daskcap.engines.base import resolve_backend
 from daskcap.engines.host import current_host, worker_stats
 from daskcap.engines.weights import check_available
+from daskcap.stages._params import Checks
 from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationStage, caption_windows, enhance_windows
 from daskcap.stages.clip import FixedStrideClipStage, make_clips
 from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
@@ -72,12 +73,12 @@ class ClusterOptions:
     windows_per_partition: int = 8
 
     def __post_init__(self) -> None:
-        if self.n_workers is not None and self.n_workers < 1:
-            raise ValueError(f"n_workers must be >= 1, got {self.n_workers}")
-        if self.engine_workers is not None and self.engine_workers < 1:
-            raise ValueError(f"engine_workers must be >= 1, got {self.engine_workers}")
-        if self.windows_per_partition < 1:
-            raise ValueError(f"windows_per_partition must be >= 1, got {self.windows_per_partition}")
+        checks = Checks("cluster")
+        for name in ("n_workers", "engine_workers"):
+            if getattr(self, name) is not None:
+                checks.number(name, getattr(self, name), 1, integer=True)
+        checks.number("windows_per_partition", self.windows_per_partition, 1, integer=True)
+        checks.done()
 
 
 @dataclass(frozen=True)

@@ -142,11 +142,12 @@ def test_existing_output_is_not_overwritten_silently(run_output, corpus):
 def test_bad_flags_are_reported_together_before_any_work(corpus, tmp_path):
     result = daskcap(
         "run", str(corpus), str(tmp_path / "out"),
-        "--captioning-window-size", "2", "--preview-quality", "101", "--preview-target-height", "241", "--quiet",
+        "--captioning-window-size", "2", "--preview-quality", "101", "--preview-target-height", "241",
+        "--n-workers", "0", "--quiet",
     )
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("daskcap: error:")]
-    assert len(lines) == 3
+    assert len(lines) == 4
     assert not (tmp_path / "out").exists()
 
 

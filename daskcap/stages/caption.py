@@ -162,6 +162,14 @@ def _video_request(window, prompt: str, max_tokens: int) -> VideoRequest:
     )
 
 
+def _record(columns: dict[str, list], i: int, text_column: str, prefix: str, result: Generation) -> None:
+    """Row ``i`` gets a generation's text and its token counts and finish reason."""
+    columns[text_column][i] = result.text
+    columns[f"{prefix}_prompt_tokens"][i] = result.prompt_tokens
+    columns[f"{prefix}_output_tokens"][i] = result.output_tokens
+    columns[f"{prefix}_finish_reason"][i] = result.finish_reason
+
+
 def _set(frame: pd.DataFrame, column: str, values: list) -> None:
     frame[column] = pd.Series(values, index=frame.index, dtype=frame[column].dtype)
 
@@ -209,10 +217,7 @@ def caption_windows(windows: pd.DataFrame, params: CaptionGenerationStage, handl
         if isinstance(first, Generation):
             columns["stage1_caption"][i] = first.text
         if isinstance(last, Generation):
-            columns["caption"][i] = last.text
-            columns["caption_prompt_tokens"][i] = last.prompt_tokens
-            columns["caption_output_tokens"][i] = last.output_tokens
-            columns["caption_finish_reason"][i] = last.finish_reason
+            _record(columns, i, "caption", "caption", last)
         else:
             columns["status"][i] = schema.CAPTION_FAILED
             stage = "stage-2 caption" if isinstance(first, Generation) else "caption"
@@ -242,10 +247,7 @@ def enhance_windows(windows: pd.DataFrame, params: CaptionEnhancementStage, hand
             continue
         columns["enhance_model"][i] = params.model_name
         if isinstance(result, Generation):
-            columns["enhanced_caption"][i] = result.text
-            columns["enhance_prompt_tokens"][i] = result.prompt_tokens
-            columns["enhance_output_tokens"][i] = result.output_tokens
-            columns["enhance_finish_reason"][i] = result.finish_reason
+            _record(columns, i, "enhanced_caption", "enhance", result)
         else:
             columns["status"][i] = schema.ENHANCE_FAILED
             columns["error"][i] = f"enhancement failed: {result}"
