@@ -102,9 +102,7 @@ class OutputState:
 
     def read_done(self, number: int) -> tuple[pd.DataFrame, dict[str, float]]:
         marker = json.loads(self.fs.cat(self._marker(number)))
-        index = pd.DataFrame(marker["windows"], columns=list(schema.empty_frame(schema.WINDOW_SCHEMA)[INDEX_COLUMNS].columns))
-        typed = schema.frame_from_rows(index.astype(object).where(index.notna(), None).to_dict("records"), schema.WINDOW_SCHEMA)
-        return typed[INDEX_COLUMNS], marker["stage_seconds"]
+        return schema.frame_from_rows(marker["windows"], schema.WINDOW_SCHEMA)[INDEX_COLUMNS], marker["stage_seconds"]
 
     def clear_done(self, number: int) -> None:
         if self.fs.exists(self._marker(number)):
