@@ -16,6 +16,7 @@ the client merges into the video table and ``summary.json``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -49,7 +50,7 @@ from daskcap.video.windows import split_windows
 
 log = logging.getLogger(__name__)
 
-STAGE_SECONDS = "daskcap_stage_seconds"
+STAGE_SECONDS = schema.STAGE_SECONDS
 PARTITION = "daskcap_partition"
 OUTPUT_ENTRIES = ("windows", "videos", "previews", "clips", "summary.json", "report", STATE_DIR)
 ENGINE_RESOURCE = "GPU"
@@ -130,11 +131,19 @@ class _Progress:
 
 
 def _timed(frame: pd.DataFrame, stage: str, function: Callable, params: Any) -> pd.DataFrame:
-    """Run one stage on a partition, adding its seconds to the frame's attrs."""
+    """Run one stage on a partition, adding its seconds to the frame's attrs.
+
+    A stage that does another stage's work on the way (prepare builds the
+    previews) reports those seconds in its result's attrs: they go to that stage.
+    """
     seconds = dict(frame.attrs.get(STAGE_SECONDS, {}))
     start = time.perf_counter()
     result = function(frame, params)
-    seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    for inner, spent in result.attrs.get(schema.LENT_SECONDS, {}).items():
+        seconds[inner] = seconds.get(inner, 0.0) + spent
+        elapsed -= spent
+    seconds[stage] = seconds.get(stage, 0.0) + elapsed
     result.attrs = {**frame.attrs, STAGE_SECONDS: seconds}
     return result
 
@@ -542,7 +551,8 @@ def run_job(
                 _clip_group, [(n, by_number[n]) for n in pending], meta=schema.empty_frame(schema.CLIP_SCHEMA), enforce_metadata=False
             )
             window_meta = schema.empty_frame(schema.WINDOW_SCHEMA)
-            windows_dd = windows_dd.map_partitions(_timed, "prepare", prepare_windows, job.prepare, meta=window_meta)
+            prepare = functools.partial(prepare_windows, preview=job.preview)
+            windows_dd = windows_dd.map_partitions(_timed, "prepare", prepare, job.prepare, meta=window_meta)
             if job.preview is not None:
                 windows_dd = windows_dd.map_partitions(_timed, "preview", make_previews, job.preview, meta=window_meta)
             if job.needs_engines:

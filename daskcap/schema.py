@@ -17,6 +17,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+# DataFrame.attrs keys: seconds spent per stage on a partition so far, and
+# seconds a stage function spent doing another stage's work (prepare builds previews).
+STAGE_SECONDS = "daskcap_stage_seconds"
+LENT_SECONDS = "daskcap_lent_seconds"
+
 # Row statuses. Documented in README.md ("Status values").
 OK = "ok"
 TOO_SHORT = "too_short"  # video: shorter than the minimum clip length, no clips

@@ -22,6 +22,7 @@ from daskcap import schema
 from daskcap.prompts import CAPTION_PROMPTS, caption_prompt
 from daskcap.stages._params import Checks
 from daskcap.video.decode import DecodeStats, DecodeTimeout, iter_clip_frames
+from daskcap.stages.preview import PreviewStage, encode_preview, preview_plan, warn_low_source
 from daskcap.video.encode import Mp4Writer, even_size
 from daskcap.video.io import open_container
 from daskcap.video.probe import frame_rate
@@ -82,8 +83,11 @@ class _Window:
     height: int
     width: int
     frames: list[np.ndarray] = field(default_factory=list)
-    mp4: Mp4Writer | None = None
     mp4_bytes: bytes | None = None
+    # The preview: clip positions it shows, its size, and those frames shrunk.
+    preview_positions: list[int] = field(default_factory=list)
+    preview_size: tuple[int, int] = (0, 0)
+    preview_frames: list[av.VideoFrame] = field(default_factory=list)
 
 
 class _ClipFailed(Exception):
@@ -92,7 +96,9 @@ class _ClipFailed(Exception):
         self.status = status
 
 
-def _plan_windows(num_frames: int, fps: float, height: int, width: int, params: CaptionPreparationStage) -> list[_Window]:
+def _plan_windows(
+    num_frames: int, fps: float, height: int, width: int, params: CaptionPreparationStage, preview: PreviewStage | None
+) -> list[_Window]:
     windows = []
     for index, (start, end) in enumerate(split_windows(num_frames, params.window_size, params.remainder_threshold)):
         count = num_sampled_frames(end - start + 1, fps, params.sampling_fps)
@@ -101,7 +107,11 @@ def _plan_windows(num_frames: int, fps: float, height: int, width: int, params: 
             size = even_size(width, height)[::-1]
         else:
             size = frame_size_for_model(height, width, count, PIXEL_GRIDS[params.model_variant])
-        windows.append(_Window(index, start, end, sample_indices(start, end, count), *size))
+        window = _Window(index, start, end, sample_indices(start, end, count), *size)
+        if preview is not None:
+            positions, window.preview_size = preview_plan(end - start + 1, fps, *even_size(width, height), preview)
+            window.preview_positions = [start + p for p in positions]
+        windows.append(window)
     return windows
 
 
@@ -128,44 +138,47 @@ def _count_clip_frames(clip, deadline: float | None) -> int:
 def _decode_clip(
     clip, windows: list[_Window], params: CaptionPreparationStage, seek: bool, deadline: float | None
 ) -> tuple[DecodeStats, bytes | None]:
-    """Stream the clip once through every window; return the decode stats and the clip's mp4."""
+    """Stream the clip once through every window; return the decode stats and the clip's mp4.
+
+    Every frame goes through one encoder (key frames at window starts) whose
+    output is both the clip's mp4 and, cut at those key frames, the windows'
+    mp4s; sampled and preview frames are shrunk as they pass.
+    """
     stats = DecodeStats()
     window_of = np.full(windows[-1].end + 1, -1, dtype=np.int64)
     for window in windows:
         window_of[window.start : window.end + 1] = window.index
     wanted = {i for w in windows for i in w.sampled_indices}
-    # A clip made of one window is its own mp4: encode it once.
-    clip_writer_needed = params.clip_mp4 and not (len(windows) == 1 and params.generate_previews)
-    clip_writer = None
-    clip_bytes = None
-    writers: list[Mp4Writer] = []
+    shown = {}  # clip position -> how many times its window's preview shows it
+    for window in windows:
+        for position in window.preview_positions:
+            shown[position] = shown.get(position, 0) + 1
+    pieces = params.generate_previews
+    # A clip made of one window is its own mp4: no separate clip file.
+    whole = params.clip_mp4 and not (len(windows) == 1 and pieces)
+    writer = None
     try:
         with _clip_frames(clip, stats, seek, deadline) as (frames, rate):
             for position, frame in enumerate(frames):
-                if clip_writer_needed:
-                    if clip_writer is None:
-                        clip_writer = Mp4Writer(frame.width, frame.height, rate)
-                        writers.append(clip_writer)
-                    clip_writer.add(frame)
+                if (whole or pieces) and writer is None:
+                    cuts = [w.start for w in windows]
+                    writer = Mp4Writer(frame.width, frame.height, rate, cuts, whole=whole, pieces=pieces)
                 if position >= len(window_of):
                     continue  # more frames than planned: the caller re-plans
+                if writer is not None:
+                    writer.add(frame)
                 window = windows[window_of[position]]
-                if params.generate_previews:
-                    if window.mp4 is None:
-                        window.mp4 = Mp4Writer(frame.width, frame.height, rate)
-                        writers.append(window.mp4)
-                    window.mp4.add(frame)
                 if position in wanted:
                     window.frames.append(
                         frame.reformat(
                             width=window.width, height=window.height, format="yuv420p", interpolation=RESIZE_INTERPOLATION
                         ).to_ndarray()
                     )
-                if position == window.end and window.mp4 is not None:
-                    window.mp4_bytes = window.mp4.finish()
-                    window.mp4 = None
-            if clip_writer is not None:
-                clip_bytes = clip_writer.finish()
+                for _ in range(shown.get(position, 0)):
+                    window.preview_frames.append(frame.reformat(*window.preview_size, format="yuv420p"))
+            if writer is None or stats.frames != len(window_of):
+                return stats, None  # nothing to encode, or the caller re-plans
+            clip_bytes, window_bytes = writer.finish()
     except DecodeTimeout as exc:
         raise _ClipFailed(schema.TIMED_OUT, f"gave up after {params.timeout_s:g} s on this clip (--video-timeout-s)") from exc
     except av.error.FFmpegError as exc:
@@ -173,8 +186,10 @@ def _decode_clip(
     except (ValueError, MemoryError) as exc:
         raise _ClipFailed(schema.ENCODE_FAILED, f"{type(exc).__name__}: {exc}") from exc
     finally:
-        for writer in writers:
-            writer.abort()  # no-op for writers that finished
+        if writer is not None:
+            writer.abort()  # no-op once finished
+    for window, mp4 in zip(windows, window_bytes):
+        window.mp4_bytes = mp4
     if params.clip_mp4 and clip_bytes is None:
         clip_bytes = windows[0].mp4_bytes
     return stats, clip_bytes
@@ -192,7 +207,8 @@ def _decode_warning(expected: int, decoded: int, stats: DecodeStats) -> str | No
     return "warning: " + "; ".join(notes) if notes else None
 
 
-def _clip_windows(clip, params: CaptionPreparationStage) -> list[dict]:
+def _clip_windows(clip, params: CaptionPreparationStage, preview: PreviewStage | None, seconds: dict[str, float]) -> list[dict]:
+    """The clip's window rows; seconds spent on previews are added to ``seconds``."""
     prompt = caption_prompt(params.prompt_variant, params.prompt_text)
     fps, height, width = float(clip.fps), int(clip.height), int(clip.width)
     expected = int(clip.num_frames)
@@ -213,7 +229,7 @@ def _clip_windows(clip, params: CaptionPreparationStage) -> list[dict]:
         ]
 
     try:
-        windows = _plan_windows(expected, fps, height, width, params)
+        windows = _plan_windows(expected, fps, height, width, params, preview)
     except ValueError as exc:  # no model frame size for this video (aspect ratio)
         spans = split_windows(expected, params.window_size, params.remainder_threshold)
         return failed_rows(spans, schema.ENCODE_FAILED, str(exc))
@@ -231,7 +247,7 @@ def _clip_windows(clip, params: CaptionPreparationStage) -> list[dict]:
             except DecodeTimeout as exc:
                 raise _ClipFailed(schema.TIMED_OUT, f"gave up after {params.timeout_s:g} s on this clip (--video-timeout-s)") from exc
             log.info("%s clip %d: %d frames decode, %d expected; re-planning", clip.video_path, clip.clip_index, decoded, expected)
-            windows = _plan_windows(decoded, fps, height, width, params)
+            windows = _plan_windows(decoded, fps, height, width, params, preview)
             if not windows:
                 return []
             stats, clip_bytes = _decode_clip(clip, windows, params, seek=False, deadline=deadline)
@@ -246,6 +262,16 @@ def _clip_windows(clip, params: CaptionPreparationStage) -> list[dict]:
         log.warning("%s clip %d: %s", clip.video_path, clip.clip_index, warning)
     rows = []
     for window in windows:
+        status, error, webp = schema.OK, warning, None
+        if preview is not None:
+            start = time.perf_counter()
+            try:
+                webp = encode_preview(window.preview_frames, window.preview_size, preview)
+            except (av.error.FFmpegError, ValueError, MemoryError) as exc:
+                status, error = schema.PREVIEW_FAILED, f"{type(exc).__name__}: {exc}"
+                log.warning("%s window %s/%d: preview failed: %s", clip.video_path, clip.clip_id, window.index, exc)
+            window.preview_frames.clear()
+            seconds["preview"] = seconds.get("preview", 0.0) + time.perf_counter() - start
         rows.append(
             {
                 **base,
@@ -259,23 +285,34 @@ def _clip_windows(clip, params: CaptionPreparationStage) -> list[dict]:
                 "sampled_frames": schema.pack_frames(np.stack(window.frames)),
                 "window_mp4": window.mp4_bytes,
                 "clip_mp4": clip_bytes if window.index == 0 else None,
-                "status": schema.OK,
-                "error": warning,
+                "preview_webp": webp,
+                "status": status,
+                "error": error,
             }
         )
+    if preview is not None:
+        warn_low_source(clip.video_path, fps, even_size(width, height)[1], preview)
     if params.verbose:
         log.info("%s clip %d: %d windows", clip.video_path, clip.clip_index, len(rows))
     return rows
 
 
-def prepare_windows(clips: pd.DataFrame, params: CaptionPreparationStage) -> pd.DataFrame:
-    """Explode clip rows into window rows; a clip that fails gives failed window rows."""
+def prepare_windows(clips: pd.DataFrame, params: CaptionPreparationStage, preview: PreviewStage | None = None) -> pd.DataFrame:
+    """Explode clip rows into window rows; a clip that fails gives failed window rows.
+
+    With ``preview`` (and ``generate_previews``), each window's preview is built
+    from the frames decoded here, and the seconds it took are reported in the
+    result's ``attrs[schema.LENT_SECONDS]["preview"]``.
+    """
     rows = []
+    seconds: dict[str, float] = {}
+    if not params.generate_previews:
+        preview = None
     for clip in clips.itertuples(index=False):
         if clip.status != schema.OK:
             continue
         try:
-            rows.extend(_clip_windows(clip, params))
+            rows.extend(_clip_windows(clip, params, preview, seconds))
         except Exception as exc:  # noqa: BLE001 (one strange clip must not fail its partition)
             log.exception("%s clip %d: unexpected error", clip.video_path, clip.clip_index)
             spans = split_windows(int(clip.num_frames), params.window_size, params.remainder_threshold) or [(0, 0)]
@@ -286,4 +323,6 @@ def prepare_windows(clips: pd.DataFrame, params: CaptionPreparationStage) -> pd.
                  "error": f"unexpected {type(exc).__name__}: {exc}"}
                 for i, (start, end) in enumerate(spans)
             )
-    return schema.frame_from_rows(rows, schema.WINDOW_SCHEMA)
+    frame = schema.frame_from_rows(rows, schema.WINDOW_SCHEMA)
+    frame.attrs[schema.LENT_SECONDS] = seconds
+    return frame

@@ -1,4 +1,8 @@
-"""PreviewStage: an animated, looping WebP per window, made from the window's mp4."""
+"""PreviewStage: an animated, looping WebP per window.
+
+prepare_windows builds previews from the frames it decodes anyway (see
+``preview_plan``); ``make_previews`` fills the rest from each window's mp4.
+"""
 
 from __future__ import annotations
 
@@ -58,29 +62,50 @@ def preview_positions(num_frames: int, source_fps: float, target_fps: float) -> 
     return [min(num_frames - 1, int(round(k * source_fps / target_fps))) for k in range(ticks)]
 
 
+def preview_plan(num_frames: int, fps: float, width: int, height: int, params: PreviewStage) -> tuple[list[int], tuple[int, int]]:
+    """The window positions a preview shows and its (width, height)."""
+    return preview_positions(num_frames, fps, params.target_fps), preview_size(width, height, params.target_height)
+
+
+def encode_preview(frames: list[av.VideoFrame], size: tuple[int, int], params: PreviewStage) -> bytes:
+    return encode_webp(frames, *size, params.target_fps, params.quality, params.compression_level)
+
+
+def warn_low_source(video_path: str, fps: float, source_height: int, params: PreviewStage) -> None:
+    """Say once per video and process that the source is below the preview's rate or height."""
+    if video_path in _warned:
+        return
+    _warned.add(video_path)
+    if fps < params.target_fps:
+        log.warning("%s: source %.2f fps is below the preview's %.2f fps", video_path, fps, params.target_fps)
+    if source_height < params.target_height:
+        log.warning("%s: source height %d is below the preview's %d", video_path, source_height, params.target_height)
+
+
+_warned: set[str] = set()
+
+
 def _window_preview(window_mp4: bytes, fps: float, params: PreviewStage) -> tuple[bytes, int]:
-    """The preview's bytes and the source frame height."""
+    """The preview's bytes and the source frame height, decoding the window's mp4."""
     with av.open(io.BytesIO(window_mp4), "r") as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         num_frames = stream.frames or sum(1 for _ in container.demux(stream) if _.size)
         if not stream.frames:
             container.seek(0)
-        positions = preview_positions(num_frames, fps, params.target_fps)
         source_height = stream.codec_context.height
-        width, height = preview_size(stream.codec_context.width, source_height, params.target_height)
+        positions, size = preview_plan(num_frames, fps, stream.codec_context.width, source_height, params)
         picked = []
         wanted = iter(positions)
         next_position = next(wanted, None)
         for position, frame in enumerate(container.decode(stream)):
             while next_position is not None and position == next_position:
                 # Shrink now so only small frames are held.
-                picked.append(frame.reformat(width, height, format="yuv420p"))
+                picked.append(frame.reformat(*size, format="yuv420p"))
                 next_position = next(wanted, None)
             if next_position is None:
                 break
-    webp = encode_webp(picked, width, height, params.target_fps, params.quality, params.compression_level)
-    return webp, source_height
+    return encode_preview(picked, size, params), source_height
 
 
 def make_previews(windows: pd.DataFrame, params: PreviewStage) -> pd.DataFrame:
@@ -89,21 +114,15 @@ def make_previews(windows: pd.DataFrame, params: PreviewStage) -> pd.DataFrame:
     previews = list(windows["preview_webp"])
     statuses = list(windows["status"])
     errors = list(windows["error"])
-    warned = set()
     for i, window in enumerate(windows.itertuples(index=False)):
-        if window.status != schema.OK:
-            continue
+        if window.status != schema.OK or isinstance(previews[i], bytes):
+            continue  # failed, or previewed while its clip was decoded (prepare_windows)
         if window.window_mp4 is None:
             statuses[i], errors[i] = schema.PREVIEW_FAILED, "no window mp4 (run CaptionPreparationStage with generate_previews=True)"
             continue
         try:
             previews[i], source_height = _window_preview(window.window_mp4, window.fps, params)
-            if window.video_path not in warned:
-                warned.add(window.video_path)
-                if window.fps < params.target_fps:
-                    log.warning("%s: source %.2f fps is below the preview's %.2f fps", window.video_path, window.fps, params.target_fps)
-                if source_height < params.target_height:
-                    log.warning("%s: source height %d is below the preview's %d", window.video_path, source_height, params.target_height)
+            warn_low_source(window.video_path, window.fps, source_height, params)
         except Exception as exc:  # noqa: BLE001 (a failed preview is recorded, never fatal)
             statuses[i], errors[i] = schema.PREVIEW_FAILED, f"{type(exc).__name__}: {exc}"
             log.warning("%s window %s/%d: preview failed: %s", window.video_path, window.clip_id, window.window_index, exc)

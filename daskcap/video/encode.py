@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 
 import av
@@ -18,44 +19,133 @@ def even_size(width: int, height: int) -> tuple[int, int]:
 
 
 class Mp4Writer:
-    """Encode frames to an H.264 mp4 held in memory; ``finish()`` returns the bytes."""
+    """One H.264 encode of a clip, in memory, cut into window mp4s without re-encoding.
 
-    def __init__(self, width: int, height: int, rate: Fraction):
-        self._buffer = io.BytesIO()
-        self._container = av.open(self._buffer, "w", format="mp4")
-        self._stream = self._container.add_stream(MP4_CODEC, rate=rate)
-        self._stream.width, self._stream.height = even_size(width, height)
-        self._stream.pix_fmt = "yuv420p"
-        self._stream.options = dict(MP4_OPTIONS)
-        self._time_base = Fraction(1) / rate
+    A key frame (IDR) is forced at every cut; x264 closes its groups of pictures
+    there, so the packets of each piece are contiguous in decode order and make a
+    playable mp4 with the encoder's own headers. ``whole`` also muxes every
+    packet into one mp4 of the clip: every frame is encoded once, however many
+    files it ends up in. ``finish()`` returns the clip's bytes (or None) and the
+    pieces' bytes.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        rate: Fraction,
+        cuts: Sequence[int] = (0,),
+        *,
+        whole: bool = True,
+        pieces: bool = False,
+        options: dict[str, str] | None = None,
+    ):
+        if not cuts or cuts[0] != 0 or list(cuts) != sorted(set(cuts)):
+            raise ValueError(f"cuts must start at 0 and increase, got {list(cuts)}")
+        self._rate = rate
+        self._cuts = list(cuts)
+        self._width, self._height = even_size(width, height)
+        self._options = {**MP4_OPTIONS, **(options or {}), "forced-idr": "1"}
+        self._stream: av.video.stream.VideoStream | None = None
+        self._whole = _Mp4Buffer() if whole else None
+        self._want_pieces = pieces
+        self._piece: _Mp4Buffer | None = None
+        self._piece_index = -1
+        self._pieces: list[bytes] = []
         self._count = 0
         self._closed = False
+        # The encoder lives in the clip's container when there is one, else in the first piece's.
+        self._encoder_home = self._whole or _Mp4Buffer()
 
     def add(self, frame: av.VideoFrame) -> None:
-        width, height = self._stream.width, self._stream.height
-        if frame.width != width or frame.height != height or frame.format.name != "yuv420p":
-            frame = frame.reformat(width, height, format="yuv420p")
+        if self._stream is None:
+            self._stream = self._encoder_home.container.add_stream(MP4_CODEC, rate=self._rate)
+            self._stream.width, self._stream.height = self._width, self._height
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.options = dict(self._options)
+        if frame.width != self._width or frame.height != self._height or frame.format.name != "yuv420p":
+            frame = frame.reformat(self._width, self._height, format="yuv420p")
         else:
             # A fresh frame object: resetting pts must not touch the caller's frame.
             frame = frame.reformat()
         frame.pts = self._count
-        frame.time_base = self._time_base
+        frame.time_base = Fraction(1) / self._rate
+        if self._count in self._cuts:
+            frame.pict_type = av.video.frame.PictureType.I
         self._count += 1
-        self._container.mux(self._stream.encode(frame))
+        self._route(self._stream.encode(frame))
 
-    def finish(self) -> bytes:
-        self._container.mux(self._stream.encode(None))
-        self._container.close()
+    def _route(self, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            if self._want_pieces:
+                index = bisect.bisect_right(self._cuts, self._frame_of(packet.pts)) - 1
+                if index != self._piece_index:
+                    if index < self._piece_index:
+                        raise ValueError("the encoder reordered frames across a window cut")
+                    self._close_piece()
+                    # Starting the encoder's container fills its stream's codec
+                    # parameters (the x264 headers) that the piece's stream copies.
+                    self._encoder_home.container.start_encoding()
+                    self._piece = _Mp4Buffer()
+                    self._piece.stream = self._piece.container.add_stream_from_template(self._stream)
+                    self._piece_index = index
+                shift = self._ticks(self._cuts[index], packet.time_base)
+                copy = av.Packet(bytes(packet))
+                copy.pts, copy.dts = packet.pts - shift, packet.dts - shift
+                copy.time_base, copy.is_keyframe, copy.stream = packet.time_base, packet.is_keyframe, self._piece.stream
+                self._piece.container.mux(copy)
+            if self._whole is not None:
+                self._whole.container.mux(packet)
+
+    def _frame_of(self, pts: int) -> int:
+        return round(pts * self._stream.codec_context.time_base * self._rate)
+
+    def _ticks(self, frames: int, time_base: Fraction) -> int:
+        return round(Fraction(frames) / self._rate / time_base)
+
+    def _close_piece(self) -> None:
+        if self._piece is not None:
+            self._pieces.append(self._piece.close())
+            self._piece = None
+
+    def finish(self) -> tuple[bytes | None, list[bytes]]:
+        if self._stream is None:
+            raise ValueError("no frames to encode")
+        self._route(self._stream.encode(None))
+        self._close_piece()
         self._closed = True
-        return self._buffer.getvalue()
+        whole = self._whole.close() if self._whole is not None else None
+        if self._whole is None:
+            self._encoder_home.abort()
+        if self._want_pieces and len(self._pieces) != len(self._cuts):
+            raise ValueError(f"{len(self._pieces)} window mp4s for {len(self._cuts)} windows (fewer frames than windows?)")
+        return whole, self._pieces
 
     def abort(self) -> None:
-        """Release the encoder of an unfinished file (no-op once finished)."""
+        """Release the encoder and muxers of an unfinished encode (no-op once finished)."""
         if self._closed:
             return
         self._closed = True
+        for buffer in (self._piece, self._whole, self._encoder_home):
+            if buffer is not None:
+                buffer.abort()
+
+
+class _Mp4Buffer:
+    """An mp4 container writing into memory."""
+
+    def __init__(self) -> None:
+        self._buffer = io.BytesIO()
+        self.container = av.open(self._buffer, "w", format="mp4")
+        self.stream: av.video.stream.VideoStream | None = None
+
+    def close(self) -> bytes:
+        self.container.close()
+        return self._buffer.getvalue()
+
+    def abort(self) -> None:
         try:
-            self._container.close()
+            self.container.close()
         except (av.error.FFmpegError, ValueError):
             pass
 
