@@ -21,6 +21,7 @@ from daskcap.stages.preview import PreviewStage
 from daskcap.stages.read import VideoReaderStage
 from daskcap.stages.write import ClipWriterStage
 from daskcap.storage import path_problems
+from daskcap.video.encode import MP4_CRF, MP4_PRESET, X264_PRESETS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -51,6 +52,8 @@ def _run_parser(subparsers) -> argparse.ArgumentParser:  # noqa: PLR0915 (one fl
     g.add_argument("--captioning-prompt-text", default=None, help="custom caption prompt (overrides the variant)")
     g.add_argument("--captioning-preprocess-dtype", choices=PREPROCESS_DTYPES, default="float32", help="dtype the engine builds pixel values in")
     g.add_argument("--captioning-model-does-preprocess", action="store_true", help="keep sampled frames at source size; the model's processor resizes them")
+    g.add_argument("--mp4-preset", choices=X264_PRESETS, default=MP4_PRESET, help="libx264 preset of clip and window mp4s: faster presets make bigger files")
+    g.add_argument("--mp4-crf", type=int, default=MP4_CRF, help="libx264 quality target of clip and window mp4s (0 lossless .. 51 worst)")
 
     g = p.add_argument_group("captions (CaptionGenerationStage)")
     g.add_argument("--generate-captions", action=argparse.BooleanOptionalAction, default=False, help="caption every window with a vision-language model")
@@ -141,6 +144,8 @@ def preparation_stage(args: argparse.Namespace) -> CaptionPreparationStage:
         generate_previews=args.generate_previews,
         verbose=args.verbose,
         timeout_s=getattr(args, "video_timeout_s", 600.0),
+        mp4_preset=getattr(args, "mp4_preset", MP4_PRESET),
+        mp4_crf=getattr(args, "mp4_crf", MP4_CRF),
     )
 
 

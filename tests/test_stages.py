@@ -140,6 +140,65 @@ def test_later_clips_decode_their_own_span(stamped, encoding):
         assert _sampled_stamps(window) == [offset + i for i in window.sampled_frame_indices]
 
 
+def _packets(mp4: bytes | str) -> list[bytes]:
+    import io
+
+    import av
+
+    with av.open(io.BytesIO(mp4) if isinstance(mp4, bytes) else str(mp4)) as container:
+        return [bytes(p) for p in container.demux(video=0) if p.size]
+
+
+@pytest.mark.parametrize("encoding", [{}, {"preset": "medium", "gop": 37}], ids=["intra-heavy", "b-frames"])
+def test_a_clip_that_is_its_whole_h264_file_is_copied_not_encoded(stamped, encoding):
+    path = stamped(90, 30, **encoding)
+    window = _windows(path).iloc[0]
+    # The very packets of the source, so the very frames, at no encoding cost.
+    assert _packets(window.clip_mp4) == _packets(path)
+    assert window.window_mp4 == window.clip_mp4
+    assert decode_stamps(window.clip_mp4) == list(range(90))
+
+
+def test_copied_clip_with_windows_cut_from_one_encode(stamped):
+    path = stamped(400, 30, preset="medium", gop=37)
+    windows = _windows(path, clip_len_s=60.0, window_size=128, remainder_threshold=64)
+    assert _packets(windows.iloc[0].clip_mp4) == _packets(path)
+    spans = windows[["start_frame", "end_frame"]].values.tolist()
+    assert spans == [[0, 127], [128, 255], [256, 399]]
+    for window, (start, end) in zip(windows.itertuples(), spans):
+        assert decode_stamps(window.window_mp4) == list(range(start, end + 1))
+
+
+@pytest.mark.parametrize("source", ["not-whole", "mpeg4", "rotated"])
+def test_clips_that_cannot_be_copied_are_encoded(stamped, tmp_path, source):
+    import io
+
+    import av
+
+    if source == "not-whole":  # the second of two clips
+        path, clip_len_s, first = stamped(200, 10), 10.0, 100
+    elif source == "mpeg4":
+        path, clip_len_s, first = stamped(60, 30, codec="mpeg4"), 10.0, 0
+    else:
+        path, clip_len_s, first = stamped(60, 30, rotation=90), 10.0, 0
+    window = _windows(path, clip_len_s=clip_len_s).iloc[-1]
+    with av.open(io.BytesIO(window.clip_mp4)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert next(container.decode(stream)).rotation == 0
+    assert decode_stamps(window.clip_mp4)[0] == first
+
+
+def test_mp4_settings_are_checked_and_used(stamped):
+    with pytest.raises(ParamError) as error:
+        CaptionPreparationStage(mp4_preset="warp", mp4_crf=60)
+    assert "mp4_preset" in str(error.value) and "mp4_crf" in str(error.value)
+    path = stamped(120, 30, codec="mpeg4")  # not copied: encoded with these settings
+    small = _windows(path, mp4_crf=40).iloc[0].clip_mp4
+    large = _windows(path, mp4_crf=10).iloc[0].clip_mp4
+    assert len(small) < len(large)
+
+
 def test_ten_fps_windows_sample_52_frames(stamped):
     windows = _windows(stamped(512, 10), clip_len_s=60.0)
     assert windows["num_sampled_frames"].tolist() == [52, 52]

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 
 import av
+from av.video.reformatter import VideoReformatter
 import numpy as np
 import pandas as pd
 
@@ -23,7 +24,7 @@ from daskcap.prompts import CAPTION_PROMPTS, caption_prompt
 from daskcap.stages._params import Checks
 from daskcap.video.decode import DecodeStats, DecodeTimeout, iter_clip_frames
 from daskcap.stages.preview import PreviewStage, encode_preview, preview_plan, warn_low_source
-from daskcap.video.encode import Mp4Writer, even_size
+from daskcap.video.encode import MP4_CRF, MP4_PRESET, X264_PRESETS, Mp4Writer, StreamCopy, even_size
 from daskcap.video.io import open_container
 from daskcap.video.probe import frame_rate
 from daskcap.video.windows import PIXEL_GRIDS, frame_size_for_model, num_sampled_frames, sample_indices, split_windows
@@ -43,6 +44,8 @@ class CaptionPreparationStage:
     always hold uint8 frames. ``model_does_preprocess`` keeps sampled frames at
     the source size and leaves resizing to the model's processor.
     ``clip_mp4`` (daskcap) also encodes each clip's own mp4 in the same decode.
+    ``mp4_preset`` and ``mp4_crf`` (daskcap) set libx264's speed/size trade-off
+    and quality for those mp4s.
     """
 
     model_variant: str = "qwen"
@@ -57,6 +60,8 @@ class CaptionPreparationStage:
     verbose: bool = False
     clip_mp4: bool = True
     timeout_s: float | None = 600.0  # daskcap: limit per clip (decode and encodes)
+    mp4_preset: str = MP4_PRESET  # daskcap: libx264 preset of clip and window mp4s
+    mp4_crf: int = MP4_CRF  # daskcap: libx264 quality target (0 lossless .. 51 worst)
 
     def __post_init__(self) -> None:
         checks = Checks("CaptionPreparationStage")
@@ -69,6 +74,8 @@ class CaptionPreparationStage:
         checks.choice("preprocess_dtype", self.preprocess_dtype, PREPROCESS_DTYPES)
         if self.timeout_s is not None:
             checks.number("timeout_s", self.timeout_s, above=0)
+        checks.choice("mp4_preset", self.mp4_preset, X264_PRESETS)
+        checks.number("mp4_crf", self.mp4_crf, 0, 51, integer=True)
         checks.done()
 
 
@@ -116,33 +123,46 @@ def _plan_windows(
 
 
 @contextlib.contextmanager
-def _clip_frames(clip, stats: DecodeStats, seek: bool, deadline: float | None = None) -> Iterator[tuple[Iterator[av.VideoFrame], Fraction]]:
-    """The clip's decoded frames (streaming) and the source frame rate."""
+def _clip_frames(
+    clip, stats: DecodeStats, seek: bool, deadline: float | None = None, on_packet: Callable[[av.Packet], None] | None = None
+) -> Iterator[tuple[Iterator[av.VideoFrame], Fraction, av.video.stream.VideoStream]]:
+    """The clip's decoded frames (streaming), the source frame rate and stream."""
     with open_container(clip.video_path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         rate = frame_rate(stream) or Fraction(clip.fps).limit_denominator(100000)
         start = int(clip.source_start_frame)
         end = _TO_STREAM_END if clip.reaches_end else int(clip.source_end_frame)
-        yield iter_clip_frames(container, stream, start, end, rate, stats, seek=seek, deadline=deadline), rate
+        yield iter_clip_frames(container, stream, start, end, rate, stats, seek=seek, deadline=deadline, on_packet=on_packet), rate, stream
 
 
 def _count_clip_frames(clip, deadline: float | None) -> int:
     stats = DecodeStats()
-    with _clip_frames(clip, stats, seek=False, deadline=deadline) as (frames, _):
+    with _clip_frames(clip, stats, seek=False, deadline=deadline) as (frames, _, _):
         for _ in frames:
             pass
     return stats.frames
 
 
+class _CopyRefused(Exception):
+    """The source could not be copied after all: decode again and encode."""
+
+
+def _copyable(clip, stream: av.video.stream.VideoStream, frame: av.VideoFrame) -> bool:
+    """The clip is its whole source, in the H.264 4:2:0 daskcap writes, shown unrotated."""
+    whole = int(clip.source_start_frame) == 0 and bool(clip.reaches_end)
+    return whole and stream.codec_context.name == "h264" and frame.format.name == "yuv420p" and not frame.rotation
+
+
 def _decode_clip(
-    clip, windows: list[_Window], params: CaptionPreparationStage, seek: bool, deadline: float | None
+    clip, windows: list[_Window], params: CaptionPreparationStage, seek: bool, deadline: float | None, allow_copy: bool = True
 ) -> tuple[DecodeStats, bytes | None]:
     """Stream the clip once through every window; return the decode stats and the clip's mp4.
 
     Every frame goes through one encoder (key frames at window starts) whose
     output is both the clip's mp4 and, cut at those key frames, the windows'
-    mp4s; sampled and preview frames are shrunk as they pass.
+    mp4s; sampled and preview frames are shrunk as they pass. A clip that is
+    a whole H.264 file is not encoded again: its packets are copied.
     """
     stats = DecodeStats()
     window_of = np.full(windows[-1].end + 1, -1, dtype=np.int64)
@@ -154,31 +174,43 @@ def _decode_clip(
         for position in window.preview_positions:
             shown[position] = shown.get(position, 0) + 1
     pieces = params.generate_previews
-    # A clip made of one window is its own mp4: no separate clip file.
-    whole = params.clip_mp4 and not (len(windows) == 1 and pieces)
+    copy = StreamCopy() if allow_copy and (params.clip_mp4 or pieces) else None
     writer = None
+    # Scalers kept between frames (frame.reformat would set one up per call).
+    sampler, shrinker = VideoReformatter(), VideoReformatter()
     try:
-        with _clip_frames(clip, stats, seek, deadline) as (frames, rate):
+        with _clip_frames(clip, stats, seek, deadline, copy.add if copy else None) as (frames, rate, stream):
             for position, frame in enumerate(frames):
-                if (whole or pieces) and writer is None:
-                    cuts = [w.start for w in windows]
-                    writer = Mp4Writer(frame.width, frame.height, rate, cuts, whole=whole, pieces=pieces)
+                if position == 0:
+                    if copy is not None and not _copyable(clip, stream, frame):
+                        copy.stop()
+                        copy = None
+                    # A clip made of one window is its own mp4; a copied clip needs no encoding.
+                    whole = params.clip_mp4 and copy is None and not (len(windows) == 1 and pieces)
+                    cut = pieces and not (copy is not None and len(windows) == 1)
+                    if whole or cut:
+                        cuts = [w.start for w in windows]
+                        options = {"preset": params.mp4_preset, "crf": str(params.mp4_crf)}
+                        writer = Mp4Writer(frame.width, frame.height, rate, cuts, whole=whole, pieces=cut, options=options)
                 if position >= len(window_of):
                     continue  # more frames than planned: the caller re-plans
                 if writer is not None:
                     writer.add(frame)
                 window = windows[window_of[position]]
                 if position in wanted:
-                    window.frames.append(
-                        frame.reformat(
-                            width=window.width, height=window.height, format="yuv420p", interpolation=RESIZE_INTERPOLATION
-                        ).to_ndarray()
-                    )
+                    image = sampler.reformat(frame, window.width, window.height, format="yuv420p", interpolation=RESIZE_INTERPOLATION)
+                    window.frames.append(image.to_ndarray())
                 for _ in range(shown.get(position, 0)):
-                    window.preview_frames.append(frame.reformat(*window.preview_size, format="yuv420p"))
-            if writer is None or stats.frames != len(window_of):
-                return stats, None  # nothing to encode, or the caller re-plans
-            clip_bytes, window_bytes = writer.finish()
+                    window.preview_frames.append(shrinker.reformat(frame, *window.preview_size, format="yuv420p"))
+            if stats.frames != len(window_of):
+                return stats, None  # the caller re-plans
+            clip_bytes, window_bytes = writer.finish() if writer is not None else (None, [])
+            if copy is not None:
+                clip_bytes = copy.finish() if not (stats.corrupt_packets or stats.stream_cut) else None
+                if clip_bytes is None:
+                    raise _CopyRefused
+                if pieces and len(windows) == 1:
+                    window_bytes = [clip_bytes]
     except DecodeTimeout as exc:
         raise _ClipFailed(schema.TIMED_OUT, f"gave up after {params.timeout_s:g} s on this clip (--video-timeout-s)") from exc
     except av.error.FFmpegError as exc:
@@ -188,11 +220,13 @@ def _decode_clip(
     finally:
         if writer is not None:
             writer.abort()  # no-op once finished
+        if copy is not None:
+            copy.stop()
     for window, mp4 in zip(windows, window_bytes):
         window.mp4_bytes = mp4
     if params.clip_mp4 and clip_bytes is None:
         clip_bytes = windows[0].mp4_bytes
-    return stats, clip_bytes
+    return stats, clip_bytes if params.clip_mp4 else None
 
 
 def _decode_warning(expected: int, decoded: int, stats: DecodeStats) -> str | None:
@@ -236,8 +270,17 @@ def _clip_windows(clip, params: CaptionPreparationStage, preview: PreviewStage |
     if not windows:
         return []
     deadline = time.monotonic() + params.timeout_s if params.timeout_s else None
+
+    def decode(seek: bool) -> tuple[DecodeStats, bytes | None]:
+        try:
+            return _decode_clip(clip, windows, params, seek=seek, deadline=deadline)
+        except _CopyRefused:
+            # Fresh windows (the first pass filled them), and encode this time.
+            windows[:] = _plan_windows(windows[-1].end + 1, fps, height, width, params, preview)
+            return _decode_clip(clip, windows, params, seek=seek, deadline=deadline, allow_copy=False)
+
     try:
-        stats, clip_bytes = _decode_clip(clip, windows, params, seek=True, deadline=deadline)
+        stats, clip_bytes = decode(seek=True)
         if stats.frames != expected:
             # The decoded frames disagree with the probed count (variable frame
             # rate, a lying header, lost data): count what really decodes, from
@@ -247,10 +290,10 @@ def _clip_windows(clip, params: CaptionPreparationStage, preview: PreviewStage |
             except DecodeTimeout as exc:
                 raise _ClipFailed(schema.TIMED_OUT, f"gave up after {params.timeout_s:g} s on this clip (--video-timeout-s)") from exc
             log.info("%s clip %d: %d frames decode, %d expected; re-planning", clip.video_path, clip.clip_index, decoded, expected)
-            windows = _plan_windows(decoded, fps, height, width, params, preview)
+            windows[:] = _plan_windows(decoded, fps, height, width, params, preview)
             if not windows:
                 return []
-            stats, clip_bytes = _decode_clip(clip, windows, params, seek=False, deadline=deadline)
+            stats, clip_bytes = decode(seek=False)
             if stats.frames != decoded:
                 raise _ClipFailed(schema.DECODE_FAILED, f"decoding is not repeatable: {decoded} then {stats.frames} frames")
         if any(len(w.frames) != len(w.sampled_indices) for w in windows):

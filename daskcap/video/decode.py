@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -58,6 +58,7 @@ def iter_clip_frames(
     stats: DecodeStats,
     seek: bool = True,
     deadline: float | None = None,
+    on_packet: Callable[[av.Packet], None] | None = None,
 ) -> Iterator[av.VideoFrame]:
     """Yield the decoded frames whose source index is in ``[start_frame, end_frame)``.
 
@@ -67,6 +68,7 @@ def iter_clip_frames(
     clip is read from the start without seeking (a seek to the start time can
     land past the first group of pictures in MPEG-PS). Packets the decoder
     rejects are skipped and counted in ``stats`` rather than ending the clip.
+    ``on_packet`` sees every packet read, before it is decoded.
     """
     origin = stream.start_time or 0
     # Index of the last frame seen: known (-1) only when decoding from the start.
@@ -75,6 +77,8 @@ def iter_clip_frames(
         _seek_before(container, stream, start_frame, rate)
         previous = None
     for packet in _packets(container, stream, stats, deadline):
+        if on_packet is not None:
+            on_packet(packet)
         try:
             frames = packet.decode()
         except av.error.FFmpegError:
