@@ -44,6 +44,7 @@ from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
 from daskcap.stages.preview import PreviewStage, make_previews
 from daskcap.stages.read import VIDEO_EXTENSIONS, VideoReaderStage, list_videos, read_videos
 from daskcap.stages.write import INDEX_COLUMNS, ClipWriterStage, finish_videos, write_videos, write_windows
+from daskcap.meter import measure, process_peak_rss
 from daskcap.jobstate import STATE_DIR, OutputState, config_hash, params_dict
 from daskcap.storage import atomic_write_json, output_fs, redact
 from daskcap.video.windows import split_windows
@@ -51,6 +52,7 @@ from daskcap.video.windows import split_windows
 log = logging.getLogger(__name__)
 
 STAGE_SECONDS = schema.STAGE_SECONDS
+STAGE_USAGE = "daskcap_stage_usage"  # attrs: stage -> [CPU seconds, peak RSS bytes]
 PARTITION = "daskcap_partition"
 OUTPUT_ENTRIES = ("windows", "videos", "previews", "clips", "summary.json", "report", STATE_DIR)
 ENGINE_RESOURCE = "GPU"
@@ -137,15 +139,25 @@ def _timed(frame: pd.DataFrame, stage: str, function: Callable, params: Any) -> 
     previews) reports those seconds in its result's attrs: they go to that stage.
     """
     seconds = dict(frame.attrs.get(STAGE_SECONDS, {}))
-    start = time.perf_counter()
-    result = function(frame, params)
-    elapsed = time.perf_counter() - start
-    for inner, spent in result.attrs.get(schema.LENT_SECONDS, {}).items():
-        seconds[inner] = seconds.get(inner, 0.0) + spent
-        elapsed -= spent
-    seconds[stage] = seconds.get(stage, 0.0) + elapsed
-    result.attrs = {**frame.attrs, STAGE_SECONDS: seconds}
+    usage = {name: list(value) for name, value in frame.attrs.get(STAGE_USAGE, {}).items()}
+    with measure() as used:
+        result = function(frame, params)
+    wall, cpu = used.wall_s, used.cpu_s
+    for inner, (inner_wall, inner_cpu) in result.attrs.get(schema.LENT_SECONDS, {}).items():
+        seconds[inner] = seconds.get(inner, 0.0) + inner_wall
+        _add_usage(usage, inner, inner_cpu, used.peak_rss)
+        wall, cpu = wall - inner_wall, cpu - inner_cpu
+    seconds[stage] = seconds.get(stage, 0.0) + wall
+    _add_usage(usage, stage, cpu, used.peak_rss)
+    result.attrs = {**frame.attrs, STAGE_SECONDS: seconds, STAGE_USAGE: usage}
     return result
+
+
+def _add_usage(usage: dict[str, list], stage: str, cpu_s: float, peak_rss: int) -> None:
+    """CPU seconds add up; peak RSS is the highest seen."""
+    total = usage.setdefault(stage, [0.0, 0])
+    total[0] += cpu_s
+    total[1] = max(total[1], peak_rss)
 
 
 def _write_partition(frame: pd.DataFrame, writer: ClipWriterStage) -> pd.DataFrame:
@@ -360,10 +372,15 @@ def check_models(job: Job, options: ClusterOptions) -> list[str]:
     return problems
 
 
-def _sum_seconds(frames: list[pd.DataFrame], into: dict[str, float]) -> None:
+def _sum_seconds(frames: list[pd.DataFrame], into: dict[str, float], usage: dict[str, list] | None = None, only: str | None = None) -> None:
+    """Add up the partitions' stage seconds (and CPU seconds and peak RSS into ``usage``)."""
     for frame in frames:
         for stage, seconds in frame.attrs.get(STAGE_SECONDS, {}).items():
-            into[stage] = into.get(stage, 0.0) + seconds
+            if only in (None, stage):
+                into[stage] = into.get(stage, 0.0) + seconds
+        for stage, (cpu_s, peak_rss) in frame.attrs.get(STAGE_USAGE, {}).items():
+            if usage is not None and only in (None, stage):
+                _add_usage(usage, stage, cpu_s, peak_rss)
 
 
 def _gather(
@@ -429,8 +446,10 @@ def _submit_model_stages(client: Client, job: Job, windows_dd, numbers: list[int
     return written, {name: items for name, items in stages.items() if items}
 
 
-def _probe(client: Client, job: Job, paths: pd.DataFrame, n_workers: int, tracker: _Progress) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """read -> clip over ``paths``: video rows, clip rows, and the stages' seconds."""
+def _probe(
+    client: Client, job: Job, paths: pd.DataFrame, n_workers: int, tracker: _Progress, usage: dict[str, list] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """read -> clip over ``paths``: video rows, clip rows, and the stages' seconds (CPU and memory into ``usage``)."""
     videos_dd = dd.from_pandas(paths, npartitions=max(1, min(len(paths), 4 * n_workers)), sort=False)
     videos_dd = videos_dd.map_partitions(_timed, "read", read_videos, job.reader, meta=schema.empty_frame(schema.VIDEO_SCHEMA))
     clips_dd = videos_dd.map_partitions(_timed, "clip", make_clips, job.clipper, meta=schema.empty_frame(schema.CLIP_SCHEMA))
@@ -441,9 +460,9 @@ def _probe(client: Client, job: Job, paths: pd.DataFrame, n_workers: int, tracke
         raise JobError(f"probing failed: {failures[0][1]!r}") from failures[0][1]
     video_frames, clip_frames = parts[: len(video_parts)], parts[len(video_parts) :]
     seconds: dict[str, float] = {}
-    _sum_seconds(video_frames, seconds)
+    _sum_seconds(video_frames, seconds, usage)
     # Clip partitions carry their read seconds too: take only "clip" from them.
-    seconds["clip"] = sum(f.attrs.get(STAGE_SECONDS, {}).get("clip", 0.0) for f in clip_frames)
+    _sum_seconds(clip_frames, seconds, usage, only="clip")
     videos = pd.concat(video_frames, ignore_index=True)
     clips = pd.concat(clip_frames, ignore_index=True)
     videos.attrs.clear()
@@ -509,7 +528,10 @@ def run_job(
             raise UsageError(f"no videos found in {job.reader.input_video_path} (extensions: {' '.join(VIDEO_EXTENSIONS)})")
     tracker = _Progress(progress)
     stage_seconds: dict[str, float] = {}
+    stage_usage: dict[str, list] = {}  # stages computed in this run: [CPU seconds, peak RSS]
+    connecting = time.time()
     with connect(options, job.needs_engines) as client:
+        cluster_start_s = time.time() - connecting
         if options.scheduler:
             problems = check_cluster(client, options, job.needs_engines)
             if problems:
@@ -528,7 +550,7 @@ def run_job(
         else:
             if previous is None:
                 prepare_output(job.writer, overwrite)
-            videos, clips, probe_seconds = _probe(client, job, paths, n_workers, tracker)
+            videos, clips, probe_seconds = _probe(client, job, paths, n_workers, tracker, stage_usage)
             stage_seconds.update(probe_seconds)
             groups = plan_partitions(clips, job.prepare, options.windows_per_partition, n_workers)
             clips = _number_partitions(clips, groups, 0)
@@ -563,7 +585,7 @@ def run_job(
                 index_dd = windows_dd.map_partitions(_write_partition, job.writer, meta=_index_meta())
                 results, failures = _gather(client.compute(index_dd.to_delayed()), tracker, "windows")
             new_parts = [r for r in results if r is not None]
-            _sum_seconds(new_parts, stage_seconds)
+            _sum_seconds(new_parts, stage_seconds, stage_usage)
             index_parts += new_parts
             for i, exc in failures:
                 number = pending[i]
@@ -575,6 +597,8 @@ def run_job(
         workers = _worker_summary(stats_before, client.run(worker_stats), engine_workers) if job.needs_engines else {}
         if not job.needs_engines:
             workers = {address: {"engine": False} for address in cpu_workers}
+        for address, peak in client.run(process_peak_rss).items():
+            workers.setdefault(address, {})["peak_rss_mb"] = round(peak / 2**20, 1)
 
     window_index = window_index.sort_values(["video_path", "clip_index", "window_index"], kind="stable", ignore_index=True)
     videos = finish_videos(videos, window_index, clips)
@@ -600,6 +624,10 @@ def run_job(
         "windows": {"total": len(window_index), "by_status": window_index["status"].value_counts().to_dict()},
         "windows_per_s": round(len(window_index) / wall_s, 3) if wall_s > 0 else None,
         "stage_seconds": {stage: round(seconds, 3) for stage, seconds in stage_seconds.items()},
+        # This run's partitions only (a resumed run does not repeat the finished ones).
+        "stage_cpu_seconds": {stage: round(cpu_s, 3) for stage, (cpu_s, _) in stage_usage.items()},
+        "stage_peak_rss_mb": {stage: round(peak / 2**20, 1) for stage, (_, peak) in stage_usage.items()},
+        "cluster_start_s": round(cluster_start_s, 3),
         "partitions": len(numbers),
         "failed_partitions": partition_failures,
         "cluster": {

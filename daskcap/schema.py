@@ -18,7 +18,8 @@ import pandas as pd
 import pyarrow as pa
 
 # DataFrame.attrs keys: seconds spent per stage on a partition so far, and
-# seconds a stage function spent doing another stage's work (prepare builds previews).
+# [wall, CPU] seconds a stage function spent doing another stage's work (prepare
+# builds previews).
 STAGE_SECONDS = "daskcap_stage_seconds"
 LENT_SECONDS = "daskcap_lent_seconds"
 

@@ -241,8 +241,8 @@ def _decode_warning(expected: int, decoded: int, stats: DecodeStats) -> str | No
     return "warning: " + "; ".join(notes) if notes else None
 
 
-def _clip_windows(clip, params: CaptionPreparationStage, preview: PreviewStage | None, seconds: dict[str, float]) -> list[dict]:
-    """The clip's window rows; seconds spent on previews are added to ``seconds``."""
+def _clip_windows(clip, params: CaptionPreparationStage, preview: PreviewStage | None, seconds: dict[str, list[float]]) -> list[dict]:
+    """The clip's window rows; [wall, CPU] seconds spent on previews are added to ``seconds``."""
     prompt = caption_prompt(params.prompt_variant, params.prompt_text)
     fps, height, width = float(clip.fps), int(clip.height), int(clip.width)
     expected = int(clip.num_frames)
@@ -307,14 +307,16 @@ def _clip_windows(clip, params: CaptionPreparationStage, preview: PreviewStage |
     for window in windows:
         status, error, webp = schema.OK, warning, None
         if preview is not None:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             try:
                 webp = encode_preview(window.preview_frames, window.preview_size, preview)
             except (av.error.FFmpegError, ValueError, MemoryError) as exc:
                 status, error = schema.PREVIEW_FAILED, f"{type(exc).__name__}: {exc}"
                 log.warning("%s window %s/%d: preview failed: %s", clip.video_path, clip.clip_id, window.index, exc)
             window.preview_frames.clear()
-            seconds["preview"] = seconds.get("preview", 0.0) + time.perf_counter() - start
+            spent = seconds.setdefault("preview", [0.0, 0.0])
+            spent[0] += time.perf_counter() - start
+            spent[1] += time.process_time() - cpu
         rows.append(
             {
                 **base,
@@ -344,11 +346,11 @@ def prepare_windows(clips: pd.DataFrame, params: CaptionPreparationStage, previe
     """Explode clip rows into window rows; a clip that fails gives failed window rows.
 
     With ``preview`` (and ``generate_previews``), each window's preview is built
-    from the frames decoded here, and the seconds it took are reported in the
-    result's ``attrs[schema.LENT_SECONDS]["preview"]``.
+    from the frames decoded here, and the [wall, CPU] seconds it took are
+    reported in the result's ``attrs[schema.LENT_SECONDS]["preview"]``.
     """
     rows = []
-    seconds: dict[str, float] = {}
+    seconds: dict[str, list[float]] = {}
     if not params.generate_previews:
         preview = None
     for clip in clips.itertuples(index=False):
