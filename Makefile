@@ -9,8 +9,9 @@ DEMO_OUT := output/demo
 TINY_MODELS := data/tiny-models
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.daskcap-installed
+NEMO_VENV := .venv-nemo
 
-.PHONY: demo test test-vllm venv samples browser clean
+.PHONY: demo test test-vllm bench bench-quick venv samples browser clean
 
 venv: $(STAMP)
 
@@ -61,5 +62,18 @@ $(VLLM_STAMP): pyproject.toml
 test-vllm: $(VLLM_STAMP)
 	$(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/test_vllm_engine.py
 
+# Benchmarks (not CI): daskcap against NeMo Curator 1.4.0 in its own venv and
+# against the floor, on real and generated videos (the long ones are generated
+# once into data/bench, ~15 min). Writes benchmarks/results/<date>.json.
+$(NEMO_VENV)/.installed:
+	bash benchmarks/setup_nemo.sh $(NEMO_VENV)
+
+bench: $(STAMP) $(NEMO_VENV)/.installed
+	$(BIN)/python benchmarks/run.py --nemo-python $(NEMO_VENV)/bin/python
+
+# The same at 1/20 of the long videos' length: a few minutes.
+bench-quick: $(STAMP) $(NEMO_VENV)/.installed
+	$(BIN)/python benchmarks/run.py --quick --nemo-python $(NEMO_VENV)/bin/python
+
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) output data .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) $(NEMO_VENV) output data .pytest_cache

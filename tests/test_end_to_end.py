@@ -117,6 +117,15 @@ def test_summary_json(run_output):
     assert summary["windows"] == {"total": 6, "by_status": {"ok": 6}}
     assert summary["clips"]["total"] == 3
     assert set(summary["stage_seconds"]) == {"read", "clip", "prepare", "preview", "write"}
+    # Prepare builds the previews: their seconds are the preview stage's, not prepare's.
+    assert summary["stage_seconds"]["preview"] > 0 and summary["stage_seconds"]["prepare"] > 0
+    assert set(summary["stage_cpu_seconds"]) == set(summary["stage_seconds"])
+    assert summary["stage_cpu_seconds"]["prepare"] > 0
+    # A worker holds the Python runtime, pandas, pyarrow and PyAV: tens of MB at least.
+    peaks = summary["stage_peak_rss_mb"]
+    assert all(50 < peak < 4096 for peak in peaks.values())
+    assert [w["peak_rss_mb"] >= max(peaks.values()) for w in summary["workers"].values()].count(True) >= 1
+    assert 0 < summary["cluster_start_s"] < summary["wall_s"]
     assert summary["windows_per_s"] > 0
     assert summary["partitions"] >= 2
 
