@@ -174,7 +174,8 @@ def _decode_clip(
         for position in window.preview_positions:
             shown[position] = shown.get(position, 0) + 1
     pieces = params.generate_previews
-    copy = StreamCopy() if allow_copy and (params.clip_mp4 or pieces) else None
+    # Only the clip's mp4 (and a single window's, which is the same file) can be a copy.
+    copy = StreamCopy() if allow_copy and (params.clip_mp4 or (pieces and len(windows) == 1)) else None
     writer = None
     # Scalers kept between frames (frame.reformat would set one up per call).
     sampler, shrinker = VideoReformatter(), VideoReformatter()
