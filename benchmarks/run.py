@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from videos import ensure_long_videos  # noqa: E402
 
 from daskcap.samples import copy_samples  # noqa: E402
-from daskcap.video.encode import MP4_OPTIONS, encode_webp  # noqa: E402
+from daskcap.video.encode import MP4_OPTIONS, _frame_type, encode_webp  # noqa: E402
 from daskcap.video.windows import split_windows  # noqa: E402
 
 WHOLE_VIDEO_S = 1e6  # clip length that keeps a clip file in one piece
@@ -61,7 +61,7 @@ def _pool_init() -> None:
     import daskcap.stages.read  # noqa: F401
 
 
-def daskcap_clip(path: str) -> dict:
+def daskcap_clip(path: str, preset: str | None = None) -> dict:
     """daskcap's read -> clip -> prepare -> preview stage functions on one clip file."""
     from daskcap.stages.clip import FixedStrideClipStage, make_clips
     from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
@@ -72,7 +72,8 @@ def daskcap_clip(path: str) -> dict:
     videos = read_videos(pd.DataFrame({"video_path": [path]}), VideoReaderStage(path))
     clips = make_clips(videos, FixedStrideClipStage(clip_len_s=WHOLE_VIDEO_S))
     preview = PreviewStage()
-    windows = make_previews(prepare_windows(clips, CaptionPreparationStage(), preview), preview)
+    prepare = CaptionPreparationStage(**({"mp4_preset": preset} if preset else {}))
+    windows = make_previews(prepare_windows(clips, prepare, preview), preview)
     return {
         "path": path,
         "wall_s": time.perf_counter() - wall,
@@ -116,8 +117,7 @@ def floor_clip(path: str) -> dict:
                 # x264 follows the source's P/B frame types, as daskcap's encoder does.
                 image = frame.reformat(encoder.width, encoder.height, format="yuv420p")
                 image.pts, image.time_base = index, 1 / rate
-                if image.pict_type not in (av.video.frame.PictureType.P, av.video.frame.PictureType.B):
-                    image.pict_type = av.video.frame.PictureType.NONE
+                image.pict_type = _frame_type(frame.pict_type, cut=False)
                 out.mux(encoder.encode(image))
             if index in shown:
                 window, size = shown[index]
@@ -130,13 +130,25 @@ def floor_clip(path: str) -> dict:
     return {"path": path, "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "copied": copyable}
 
 
-def run_pool(function, paths: list[str], processes: int) -> tuple[float, list[dict]]:
+def run_pool(function, paths: list[str], processes: int, *args) -> tuple[float, list[dict]]:
     """Wall seconds (pool start-up and imports excluded) and per-clip results, in order."""
     with mp.get_context("fork").Pool(processes, initializer=_pool_init) as pool:
         pool.map(_noop, range(processes))  # workers are up
         start = time.perf_counter()
-        results = pool.map(function, paths, chunksize=1)
+        results = pool.starmap(function, [(path, *args) for path in paths], chunksize=1)
         return time.perf_counter() - start, results
+
+
+def compare_presets(name: str, paths: list[str], processes: int) -> list[dict]:
+    """daskcap per clip at three x264 presets: the speed/size trade-off behind the default."""
+    print(f"[{name}] {len(paths)} clips at three x264 presets ...", file=sys.stderr, flush=True)
+    rows = []
+    for preset in ("ultrafast", "superfast", "veryfast"):
+        seconds, results = run_pool(daskcap_clip, paths, processes, preset)
+        sizes = [size for r in results for size in r["window_mp4_bytes"]]
+        rows.append({"preset": preset, "seconds": round(seconds, 3), "cpu_s": round(sum(r["cpu_s"] for r in results), 3),
+                     "window_mp4_bytes": round(sum(sizes) / len(sizes))})
+    return rows
 
 
 def _noop(_):
@@ -276,9 +288,18 @@ def print_tables(report: dict) -> None:
     print("\nbytes per window row at defaults:")
     rows = [{"input": c["input"], **c["bytes_per_window"]} for c in report["per_clip"]]
     print(pd.DataFrame(rows).to_string(index=False))
+    if report["presets"]:
+        p = report["presets"]
+        print(f"\nx264 presets, daskcap per clip on {p['clips']} clips of {p['input']}:")
+        print(pd.DataFrame(p["rows"]).to_string(index=False))
     if report["scaling"]:
         s = report["scaling"]
-        print(f"\nscaling on {s['input']}: 1 worker {s['one_worker_s']} s, 2 workers {s['two_workers_s']} s, speed-up {s['speedup']}x")
+        print(f"\nscaling on {s['input']}: 1 worker {s['one_worker_s']} s ({s['one_worker_cores']} cores busy on average), "
+              f"2 workers {s['two_workers_s']} s ({s['two_workers_cores']} cores), speed-up {s['speedup']}x")
+
+
+def _cores(job: dict) -> float:
+    return round(sum(s["cpu_s"] or 0 for s in job["stages"].values()) / job["job_wall_s"], 2)
 
 
 def main(argv: list[str]) -> int:
@@ -305,7 +326,7 @@ def main(argv: list[str]) -> int:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(), "av": av.__version__},
         "processes": args.processes, "quick": args.quick, "mp4_options": MP4_OPTIONS,
-        "end_to_end": [], "per_clip": [], "scaling": None,
+        "end_to_end": [], "per_clip": [], "scaling": None, "presets": None,
     }
     work = args.data / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -316,13 +337,17 @@ def main(argv: list[str]) -> int:
         clips = sorted(str(p) for p in (output / "clips").rglob("*.mp4"))
         paths = [str(p) for p in sorted(samples.glob("*.mp4"))] if name == "samples" else clips[: args.max_clips]
         report["per_clip"].append(compare(name, paths, args.processes, nemo_python, work))
+        if clip_len_s is not None:  # the multi-window input
+            report["presets"] = {"input": name, "clips": len(paths[:6]), "rows": compare_presets(name, paths[:6], args.processes)}
     name, source, clip_len_s = inputs[1]
     print(f"[{name}] daskcap run, 1 worker ...", file=sys.stderr, flush=True)
     one = run_job(name, source, args.data / "out" / f"{name}-1worker", 1, clip_len_s)
     report["end_to_end"].append(one)
     two = next(j for j in report["end_to_end"] if j["name"] == name and j["workers"] == args.processes)
     report["scaling"] = {"input": name, "one_worker_s": one["job_wall_s"], "two_workers_s": two["job_wall_s"],
-                         "speedup": round(one["job_wall_s"] / two["job_wall_s"], 2)}
+                         "speedup": round(one["job_wall_s"] / two["job_wall_s"], 2),
+                         # CPU seconds of the stages over wall time: a worker's codecs use threads.
+                         "one_worker_cores": _cores(one), "two_workers_cores": _cores(two)}
 
     print_tables(report)
     args.results.mkdir(parents=True, exist_ok=True)
