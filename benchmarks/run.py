@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from videos import ensure_long_videos  # noqa: E402
 
 from daskcap.samples import copy_samples  # noqa: E402
-from daskcap.video.encode import MP4_OPTIONS, _frame_type, encode_webp  # noqa: E402
+from daskcap.video.encode import MP4_OPTIONS, Mp4Writer  # noqa: E402
 from daskcap.video.windows import split_windows  # noqa: E402
 
 WHOLE_VIDEO_S = 1e6  # clip length that keeps a clip file in one piece
@@ -88,45 +88,35 @@ def daskcap_clip(path: str, preset: str | None = None) -> dict:
 
 
 def floor_clip(path: str) -> dict:
-    """The least work the outputs need: one decode, the x264 encodes (none when the
-    clip can be copied), the preview WebPs. No model input, no bookkeeping."""
-    from daskcap.stages.preview import PreviewStage, preview_plan
+    """The least work the outputs need: one decode, one x264 encode of every frame
+    (none when the clip can be copied), the preview WebPs. No model input, no
+    bookkeeping; the encoder is daskcap's own, at its default settings."""
+    from daskcap.stages.preview import PreviewStage, encode_preview, preview_plan
 
     wall, cpu = time.perf_counter(), time.process_time()
     preview = PreviewStage()
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        count = stream.frames
         fps = float(stream.average_rate)
         width, height = stream.codec_context.width, stream.codec_context.height
-        windows = split_windows(count, 256, 128)
+        windows = split_windows(stream.frames, 256, 128)
         copyable = len(windows) == 1 and stream.codec_context.name == "h264"
         plans = [preview_plan(end - start + 1, fps, width, height, preview) for start, end in windows]
         shown = {start + p: (i, plan[1]) for i, ((start, _), plan) in enumerate(zip(windows, plans)) for p in plan[0]}
         picked: list[list] = [[] for _ in windows]
-        encoder = None
-        if not copyable:
-            out = av.open(__import__("io").BytesIO(), "w", format="mp4")
-            rate = Fraction(fps).limit_denominator(100000)
-            encoder = out.add_stream("libx264", rate=rate)
-            encoder.width, encoder.height, encoder.pix_fmt = width - width % 2, height - height % 2, "yuv420p"
-            encoder.options = dict(MP4_OPTIONS)
+        rate = Fraction(fps).limit_denominator(100000)
+        encoder = None if copyable else Mp4Writer(width, height, rate, [start for start, _ in windows])
         for index, frame in enumerate(container.decode(stream)):
             if encoder is not None:
-                # x264 follows the source's P/B frame types, as daskcap's encoder does.
-                image = frame.reformat(encoder.width, encoder.height, format="yuv420p")
-                image.pts, image.time_base = index, 1 / rate
-                image.pict_type = _frame_type(frame.pict_type, cut=False)
-                out.mux(encoder.encode(image))
+                encoder.add(frame)
             if index in shown:
                 window, size = shown[index]
                 picked[window].append(frame.reformat(*size, format="yuv420p"))
         if encoder is not None:
-            out.mux(encoder.encode(None))
-            out.close()
+            encoder.finish()
     for frames, (_, size) in zip(picked, plans):
-        encode_webp(frames, *size, preview.target_fps, preview.quality, preview.compression_level)
+        encode_preview(frames, size, preview)
     return {"path": path, "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "copied": copyable}
 
 

@@ -9,7 +9,9 @@ peak so far, still an upper bound.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 _process_peak = 0  # highest peak seen by any call in this process
@@ -43,21 +45,20 @@ def _read_peak() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-class measure:
+@contextlib.contextmanager
+def measure() -> Iterator[Usage]:
     """``with measure() as usage: ...`` fills ``usage`` when the block ends."""
-
-    def __enter__(self) -> Usage:
-        _reset_peak()
-        self._usage = Usage()
-        self._wall, self._cpu = time.perf_counter(), time.process_time()
-        return self._usage
-
-    def __exit__(self, *exc) -> None:
-        global _process_peak
-        self._usage.wall_s = time.perf_counter() - self._wall
-        self._usage.cpu_s = time.process_time() - self._cpu
-        self._usage.peak_rss = _read_peak()
-        _process_peak = max(_process_peak, self._usage.peak_rss)
+    global _process_peak
+    _reset_peak()
+    usage = Usage()
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        yield usage
+    finally:
+        usage.wall_s = time.perf_counter() - wall
+        usage.cpu_s = time.process_time() - cpu
+        usage.peak_rss = _read_peak()
+        _process_peak = max(_process_peak, usage.peak_rss)
 
 
 def process_peak_rss() -> int:

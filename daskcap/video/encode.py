@@ -62,7 +62,7 @@ class Mp4Writer:
         self._count = 0
         self._closed = False
         self._reformatter = VideoReformatter()  # keeps its scaler between frames
-        # The encoder lives in the clip's container when there is one, else in the first piece's.
+        # The encoder's stream lives in the clip's container, or in one that is never written.
         self._encoder_home = self._whole or _Mp4Buffer()
 
     def add(self, frame: av.VideoFrame) -> None:
@@ -98,10 +98,7 @@ class Mp4Writer:
                     self._piece.stream = self._piece.container.add_stream_from_template(self._stream)
                     self._piece_index = index
                 shift = self._ticks(self._cuts[index], packet.time_base)
-                copy = av.Packet(bytes(packet))
-                copy.pts, copy.dts = packet.pts - shift, packet.dts - shift
-                copy.time_base, copy.is_keyframe, copy.stream = packet.time_base, packet.is_keyframe, self._piece.stream
-                self._piece.container.mux(copy)
+                self._piece.container.mux(_shifted_copy(packet, shift, self._piece.stream))
             if self._whole is not None:
                 self._whole.container.mux(packet)
 
@@ -163,10 +160,7 @@ class StreamCopy:
             self._out = _Mp4Buffer()
             self._out.stream = self._out.container.add_stream_from_template(packet.stream)
             self._origin = packet.stream.start_time or 0
-        copy = av.Packet(bytes(packet))
-        copy.pts, copy.dts = packet.pts - self._origin, packet.dts - self._origin
-        copy.time_base, copy.is_keyframe, copy.stream = packet.time_base, packet.is_keyframe, self._out.stream
-        self._out.container.mux(copy)
+        self._out.container.mux(_shifted_copy(packet, self._origin, self._out.stream))
 
     def stop(self) -> None:
         """Stop copying (the copy will not be used)."""
@@ -181,6 +175,14 @@ class StreamCopy:
         data = self._out.close()
         self._out = None
         return data
+
+
+def _shifted_copy(packet: av.Packet, shift: int, stream: av.video.stream.VideoStream) -> av.Packet:
+    """A copy of ``packet`` for ``stream``, ``shift`` ticks earlier (muxing consumes a packet)."""
+    copy = av.Packet(bytes(packet))
+    copy.pts, copy.dts = packet.pts - shift, packet.dts - shift
+    copy.time_base, copy.is_keyframe, copy.stream = packet.time_base, packet.is_keyframe, stream
+    return copy
 
 
 _INTER = (av.video.frame.PictureType.P, av.video.frame.PictureType.B)
