@@ -75,6 +75,8 @@ def warn_low_source(video_path: str, fps: float, source_height: int, params: Pre
     """Say once per video and process that the source is below the preview's rate or height."""
     if video_path in _warned:
         return
+    if len(_warned) >= _WARNED_MAX:  # a long-lived worker sees millions of videos
+        _warned.clear()
     _warned.add(video_path)
     if fps < params.target_fps:
         log.warning("%s: source %.2f fps is below the preview's %.2f fps", video_path, fps, params.target_fps)
@@ -83,6 +85,7 @@ def warn_low_source(video_path: str, fps: float, source_height: int, params: Pre
 
 
 _warned: set[str] = set()
+_WARNED_MAX = 4096
 
 
 def _window_preview(window_mp4: bytes, fps: float, params: PreviewStage) -> tuple[bytes, int]:
