@@ -27,7 +27,8 @@ def main(argv: list[str]) -> int:
     videos = read_videos(list_videos(reader), reader)
     clips = make_clips(videos, FixedStrideClipStage())
     start = time.perf_counter()
-    windows = make_previews(prepare_windows(clips, CaptionPreparationStage()), PreviewStage())
+    preview = PreviewStage()  # built while prepare decodes, as in a job
+    windows = make_previews(prepare_windows(clips, CaptionPreparationStage(), preview), preview)
     seconds = time.perf_counter() - start
     sizes = pd.DataFrame(
         {

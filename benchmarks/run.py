@@ -91,16 +91,17 @@ def floor_clip(path: str) -> dict:
     """The least work the outputs need: one decode, one x264 encode of every frame
     (none when the clip can be copied), the preview WebPs. No model input, no
     bookkeeping; the encoder is daskcap's own, at its default settings."""
+    from daskcap.stages.prepare import CaptionPreparationStage
     from daskcap.stages.preview import PreviewStage, encode_preview, preview_plan
 
     wall, cpu = time.perf_counter(), time.process_time()
-    preview = PreviewStage()
+    prepare, preview = CaptionPreparationStage(), PreviewStage()
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         fps = float(stream.average_rate)
         width, height = stream.codec_context.width, stream.codec_context.height
-        windows = split_windows(stream.frames, 256, 128)
+        windows = split_windows(stream.frames, prepare.window_size, prepare.remainder_threshold)
         copyable = len(windows) == 1 and stream.codec_context.name == "h264"
         plans = [preview_plan(end - start + 1, fps, width, height, preview) for start, end in windows]
         shown = {start + p: (i, plan[1]) for i, ((start, _), plan) in enumerate(zip(windows, plans)) for p in plan[0]}
