@@ -18,7 +18,7 @@ from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationSta
 from daskcap.stages.clip import FixedStrideClipStage
 from daskcap.stages.prepare import PREPROCESS_DTYPES, CaptionPreparationStage
 from daskcap.stages.preview import PreviewStage
-from daskcap.stages.read import VideoReaderStage
+from daskcap.stages.read import VIDEO_EXTENSIONS, VideoReaderStage
 from daskcap.stages.write import ClipWriterStage
 from daskcap.storage import path_problems
 from daskcap.video.encode import MP4_CRF, MP4_PRESET, X264_PRESETS
@@ -42,6 +42,7 @@ def _run_parser(subparsers) -> argparse.ArgumentParser:  # noqa: PLR0915 (one fl
     g.add_argument("--fixed-stride-split-duration", type=float, default=10.0, help="clip length and stride, in seconds")
     g.add_argument("--fixed-stride-min-clip-length-s", type=float, default=2.0, help="drop tail clips shorter than this, in seconds")
     g.add_argument("--limit-clips", type=int, default=0, help="keep at most this many clips per video; 0 keeps all")
+    g.add_argument("--video-extensions", default=" ".join(VIDEO_EXTENSIONS), help="file name endings a directory is searched for (case-insensitive; space- or comma-separated); a single file, a glob or a Parquet list takes any name")
     g.add_argument("--video-timeout-s", type=float, default=600.0, help="give up on a video's probe, or on one of its clips, after this many seconds (status timed_out)")
 
     g = p.add_argument_group("caption windows (CaptionPreparationStage)")
@@ -231,7 +232,7 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
         except ParamError as exc:
             problems.extend(exc.problems)
 
-    add(VideoReaderStage, input_video_path=args.input, video_limit=args.video_limit, verbose=args.verbose, timeout_s=args.video_timeout_s)
+    add(VideoReaderStage, input_video_path=args.input, video_limit=args.video_limit, verbose=args.verbose, timeout_s=args.video_timeout_s, video_extensions=args.video_extensions)
     add(
         FixedStrideClipStage,
         clip_len_s=args.fixed_stride_split_duration,

@@ -42,7 +42,7 @@ from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationSta
 from daskcap.stages.clip import FixedStrideClipStage, make_clips
 from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
 from daskcap.stages.preview import PreviewStage, make_previews
-from daskcap.stages.read import VIDEO_EXTENSIONS, VideoReaderStage, list_videos, read_videos
+from daskcap.stages.read import VideoReaderStage, list_videos, read_videos
 from daskcap.stages.write import INDEX_COLUMNS, ClipWriterStage, finish_videos, write_videos, write_windows
 from daskcap.meter import measure, process_peak_rss
 from daskcap.jobstate import STATE_DIR, OutputState, config_hash, params_dict
@@ -525,7 +525,7 @@ def run_job(
     if not resuming:
         paths = list_videos(job.reader)
         if paths.empty:
-            raise UsageError(f"no videos found in {job.reader.input_video_path} (extensions: {' '.join(VIDEO_EXTENSIONS)})")
+            raise UsageError(f"no videos found in {job.reader.input_video_path} (extensions: {' '.join(job.reader.video_extensions)})")
     tracker = _Progress(progress)
     stage_seconds: dict[str, float] = {}
     stage_usage: dict[str, list] = {}  # stages computed in this run: [CPU seconds, peak RSS]

@@ -148,10 +148,10 @@ class _CopyRefused(Exception):
     """The source could not be copied after all: decode again and encode."""
 
 
-def _copyable(clip, stream: av.video.stream.VideoStream, frame: av.VideoFrame) -> bool:
-    """The clip is its whole source, in the H.264 4:2:0 daskcap writes, shown unrotated."""
+def _copyable(clip, stream: av.video.stream.VideoStream) -> bool:
+    """The clip is its whole source, in the H.264 4:2:0 daskcap writes (known before any packet is read)."""
     whole = int(clip.source_start_frame) == 0 and bool(clip.reaches_end)
-    return whole and stream.codec_context.name == "h264" and frame.format.name == "yuv420p" and not frame.rotation
+    return whole and StreamCopy.accepts(stream)
 
 
 def _decode_clip(
@@ -181,10 +181,13 @@ def _decode_clip(
     sampler, shrinker = VideoReformatter(), VideoReformatter()
     try:
         with _clip_frames(clip, stats, seek, deadline, copy.add if copy else None) as (frames, rate, stream):
+            # Decided before the first packet is read: a copy that cannot apply never opens an output.
+            if copy is not None and not _copyable(clip, stream):
+                copy.stop()
             for position, frame in enumerate(frames):
                 if position == 0:
-                    if copy is not None and not _copyable(clip, stream, frame):
-                        copy.stop()
+                    if copy is not None and (not copy.usable or frame.rotation or frame.format.name != "yuv420p"):
+                        copy.stop()  # a rotated source must be turned upright: encode it
                         copy = None
                     # A clip made of one window is its own mp4; a copied clip needs no encoding.
                     whole = params.clip_mp4 and copy is None and not (len(windows) == 1 and pieces)

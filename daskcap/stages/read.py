@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -16,7 +17,20 @@ from daskcap.video.probe import ProbeError, probe
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".m4v")
+# Every extension of a container FFmpeg demuxes that carries video: phone,
+# camera, broadcast, web and legacy files alike. Matched case-insensitively;
+# a file listed by name (a single file, a glob, a Parquet list) needs none.
+VIDEO_EXTENSIONS = (
+    ".mp4", ".m4v", ".mov", ".qt", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".m2v", ".vob",
+    ".ts", ".m2ts", ".mts", ".mxf", ".3gp", ".3g2", ".flv", ".f4v", ".ogv", ".ogg", ".wmv",
+    ".asf", ".dv", ".y4m", ".ivf", ".divx", ".h264", ".264", ".hevc", ".h265", ".265", ".mjpeg", ".mjpg", ".nut", ".rm", ".rmvb",
+)
+
+
+def parse_extensions(text: str | Sequence[str]) -> tuple[str, ...]:
+    """``".mp4,.MOV mkv"`` (or a list) as lower-case extensions with their dot."""
+    items = text.replace(",", " ").split() if isinstance(text, str) else list(text)
+    return tuple(dict.fromkeys("." + item.strip().lstrip(".").lower() for item in items if item.strip().lstrip(".")))
 
 
 @dataclass(frozen=True)
@@ -25,16 +39,21 @@ class VideoReaderStage:
     video file, or a Parquet file with a ``path`` column; local or any fsspec URL.
 
     ``video_limit``: read at most this many videos (in sorted path order);
-    -1 or 0 reads them all.
+    -1 or 0 reads them all. ``video_extensions`` (daskcap): the file name
+    endings a directory is searched for, case-insensitively.
     """
 
     input_video_path: str
     video_limit: int = -1
     verbose: bool = False
     timeout_s: float | None = 600.0  # daskcap: per-video limit for probing
+    video_extensions: tuple[str, ...] = VIDEO_EXTENSIONS  # daskcap: what a directory is searched for
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "video_extensions", parse_extensions(self.video_extensions))
         checks = Checks("VideoReaderStage")
+        if not self.video_extensions:
+            checks.fail("video_extensions must name at least one extension, e.g. .mp4")
         checks.text("input_video_path", self.input_video_path)
         checks.number("video_limit", self.video_limit, integer=True)
         if self.timeout_s is not None:
@@ -69,7 +88,7 @@ def list_videos(params: VideoReaderStage) -> pd.DataFrame:
         paths = [
             prefix + p
             for p in fs.find(fs_path)
-            if p.lower().endswith(VIDEO_EXTENSIONS)
+            if p.lower().endswith(params.video_extensions)
         ]
     elif fs.exists(fs_path):
         paths = [source]

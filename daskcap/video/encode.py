@@ -139,10 +139,12 @@ class Mp4Writer:
 class StreamCopy:
     """A source's video packets, unchanged, in a new mp4: the clip without re-encoding.
 
-    Feed it every packet of the stream from the start (``add``); it gives up
-    (``usable`` false) on packets that are not plain frames to show (no
-    timestamps, or marked to be discarded by an edit list), since the copy
-    would then not hold exactly the decoded frames.
+    Only a stream that ``accepts`` (H.264 in 4:2:0, what daskcap writes) is
+    ever copied, and nothing is opened before its first packet. Feed it every
+    packet of the stream from the start (``add``); it gives up (``usable``
+    false) on packets that are not plain frames to show (no timestamps, or
+    marked to be discarded by an edit list), and on any error of the muxer:
+    a copy is only ever a shortcut, so the caller then encodes instead.
     """
 
     def __init__(self) -> None:
@@ -150,17 +152,29 @@ class StreamCopy:
         self._origin = 0
         self.usable = True
 
+    @staticmethod
+    def accepts(stream: av.video.stream.VideoStream) -> bool:
+        """Whether the stream's packets may go into an mp4 as they are (decided before any is read)."""
+        context = stream.codec_context
+        return context.name == "h264" and context.format is not None and context.format.name == "yuv420p"
+
     def add(self, packet: av.Packet) -> None:
         if not self.usable or not packet.size:
             return
         if packet.pts is None or packet.dts is None or packet.is_discard or packet.is_corrupt:
             self.stop()
             return
-        if self._out is None:
-            self._out = _Mp4Buffer()
-            self._out.stream = self._out.container.add_stream_from_template(packet.stream)
-            self._origin = packet.stream.start_time or 0
-        self._out.container.mux(_shifted_copy(packet, self._origin, self._out.stream))
+        try:
+            if self._out is None:
+                if not self.accepts(packet.stream):
+                    self.stop()
+                    return
+                self._out = _Mp4Buffer()
+                self._out.stream = self._out.container.add_stream_from_template(packet.stream)
+                self._origin = packet.stream.start_time or 0
+            self._out.container.mux(_shifted_copy(packet, self._origin, self._out.stream))
+        except (av.error.FFmpegError, ValueError):
+            self.stop()
 
     def stop(self) -> None:
         """Stop copying (the copy will not be used)."""
@@ -172,7 +186,10 @@ class StreamCopy:
     def finish(self) -> bytes | None:
         if not self.usable or self._out is None:
             return None
-        data = self._out.close()
+        try:
+            data = self._out.close()
+        except (av.error.FFmpegError, ValueError):
+            data = None
         self._out = None
         return data
 
