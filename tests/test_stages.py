@@ -64,6 +64,23 @@ def test_listing_directory_glob_and_parquet(tmp_path, stamped):
         list_videos(VideoReaderStage(str(tmp_path / "missing")))
 
 
+def test_every_video_container_extension_is_listed(tmp_path, stamped):
+    video = stamped(20).read_bytes()
+    names = ["broadcast.MXF", "camcorder.m2ts", "phone.3gp", "web.flv", "open.ogv", "old.wmv", "raw.Y4M", "dv.dv", "doc.pdf"]
+    for name in names:
+        (tmp_path / name).write_bytes(video)  # the listing goes by name; probing would tell the content
+    listed = {p.rsplit("/", 1)[1] for p in list_videos(VideoReaderStage(str(tmp_path)))["video_path"]}
+    assert listed == set(names) - {"doc.pdf"}
+    narrowed = VideoReaderStage(str(tmp_path), video_extensions=".mxf, WMV")
+    assert narrowed.video_extensions == (".mxf", ".wmv")
+    assert {p.rsplit("/", 1)[1] for p in list_videos(narrowed)["video_path"]} == {"broadcast.MXF", "old.wmv"}
+    # A Parquet list takes any name.
+    pd.DataFrame({"path": [str(tmp_path / "doc.pdf")]}).to_parquet(tmp_path / "list.parquet")
+    assert len(list_videos(VideoReaderStage(str(tmp_path / "list.parquet")))) == 1
+    with pytest.raises(ParamError, match="video_extensions"):
+        VideoReaderStage(str(tmp_path), video_extensions=" , ")
+
+
 def test_bad_files_become_rows_with_reasons(tmp_path, stamped):
     good = stamped(40)
     empty = tmp_path / "empty.mp4"
