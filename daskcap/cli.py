@@ -287,9 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     run_parser = _run_parser(subparsers)
     tiny = subparsers.add_parser(
         "tiny-models",
-        help="write tiny random Qwen models (DIR/vlm, DIR/lm) for offline tests and demos",
-        description="Write a tiny random Qwen2.5-VL (DIR/vlm) and Qwen2 text model (DIR/lm), loadable like real "
-        "weights. Their captions are noise: use them to run the pipeline without a model hub.",
+        help="train tiny Qwen models (DIR/vlm, DIR/lm) for offline tests and demos",
+        description="Build and briefly train (a few minutes of CPU, seeded) a tiny Qwen2.5-VL (DIR/vlm) and Qwen2 text "
+        "model (DIR/lm), loadable like real weights, on synthetic clips of a coloured square moving over grey noise: "
+        "the VLM names the square's colour and direction, the text model enriches that caption. DIR is reused while "
+        "its content hash matches. They know nothing else: real captions need real weights.",
     )
     tiny.add_argument("directory", metavar="DIR")
     report = subparsers.add_parser(

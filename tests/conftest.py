@@ -35,9 +35,13 @@ def stamped(tmp_path_factory):
     return make
 
 
+TINY_MODELS = Path(__file__).resolve().parent.parent / "data" / "tiny-models"  # shared with `make demo`
+
+
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> dict:
-    """Tiny random Qwen2.5-VL and Qwen2 models, built offline and saved like real weights."""
+def tiny_models() -> dict:
+    """Tiny Qwen2.5-VL and Qwen2 models, trained offline (about three minutes, once: the
+    build is reused while its content hash matches) and saved like real weights."""
     from daskcap.engines.tiny import build_tiny_models
 
-    return build_tiny_models(tmp_path_factory.mktemp("models"))
+    return build_tiny_models(TINY_MODELS)

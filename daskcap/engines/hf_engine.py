@@ -36,6 +36,24 @@ def _on_grid(frames: np.ndarray) -> np.ndarray:
     ])
 
 
+def video_inputs(tokenizer, requests: Sequence[VideoRequest]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Qwen2.5-VL's inputs for a batch of windows: the rendered prompts (one video
+    token per visual token) and the arrays ``generate`` takes with them."""
+    texts, pixels, grids, seconds_per_grid = [], [], [], []
+    for request in requests:
+        patches, grid = video_patches(_on_grid(request.frames), QWEN2_5_VL_PATCHES)
+        text = render(tokenizer, video_messages(request.prompt))
+        texts.append(expand_video_pad(text, video_token_count(grid, QWEN2_5_VL_PATCHES)))
+        pixels.append(patches)
+        grids.append(grid)
+        seconds_per_grid.append(QWEN2_5_VL_PATCHES.temporal_patch_size / request.sampled_fps)
+    return texts, {
+        "pixel_values_videos": np.concatenate(pixels),
+        "video_grid_thw": np.array(grids, dtype=np.int64),
+        "second_per_grid_ts": np.array(seconds_per_grid, dtype=np.float32),
+    }
+
+
 class TransformersEngine(Engine):
     def __init__(self, config: EngineConfig, model: LoadedModel):
         super().__init__(config, model)
@@ -76,20 +94,9 @@ class TransformersEngine(Engine):
             raise EngineError(f"{self.config.model} is a text model; captions need a vision-language model")
         results = {}
         for chunk in _chunks(requests, self.config.batch_size):
-            texts, pixels, grids, seconds_per_grid = [], [], [], []
-            for request in chunk:
-                patches, grid = video_patches(_on_grid(request.frames), QWEN2_5_VL_PATCHES)
-                text = render(self.tokenizer, video_messages(request.prompt))
-                texts.append(expand_video_pad(text, video_token_count(grid, QWEN2_5_VL_PATCHES)))
-                pixels.append(patches)
-                grids.append(grid)
-                seconds_per_grid.append(QWEN2_5_VL_PATCHES.temporal_patch_size / request.sampled_fps)
-            torch = self._torch
-            inputs = dict(
-                pixel_values_videos=torch.from_numpy(np.concatenate(pixels)).to(self.device, self.pixel_dtype),
-                video_grid_thw=torch.tensor(grids, device=self.device),
-                second_per_grid_ts=torch.tensor(seconds_per_grid, device=self.device),
-            )
+            texts, video = video_inputs(self.tokenizer, chunk)
+            inputs = {name: self._torch.from_numpy(value).to(self.device) for name, value in video.items()}
+            inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.pixel_dtype)
             results.update(self._generate(chunk, texts, inputs))
         return results
 

@@ -17,6 +17,16 @@ CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
 
+def _normalized_values() -> np.ndarray:
+    """(3, 256) float32: every uint8 value of each channel after transformers' rescale
+    (float64, then float32) and normalize (float32) steps, computed the same way."""
+    values = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)
+    return np.ascontiguousarray(((values[:, None] - CLIP_MEAN) / CLIP_STD).T)
+
+
+_NORMALIZED = _normalized_values()
+
+
 @dataclass(frozen=True)
 class PatchSpec:
     patch_size: int = 14  # Qwen3-VL: 16
@@ -39,9 +49,7 @@ def video_patches(frames: np.ndarray, spec: PatchSpec = QWEN2_5_VL_PATCHES) -> t
     p, t, m = spec.patch_size, spec.temporal_patch_size, spec.merge_size
     if count % t or height % (p * m) or width % (p * m):
         raise ValueError(f"{count} frames of {width}x{height} do not tile into {t}x{p * m}x{p * m} patches")
-    # The same float steps as transformers' rescale (float64, then float32) and normalize (float32).
-    pixels = (frames.astype(np.float64) * (1 / 255)).astype(np.float32)
-    pixels = (pixels - CLIP_MEAN) / CLIP_STD
+    pixels = _NORMALIZED[np.arange(3), frames]  # a table lookup per uint8 value: the same floats, far fewer steps
     grid_t, grid_h, grid_w = count // t, height // p, width // p
     pixels = pixels.transpose(0, 3, 1, 2)  # T, C, H, W
     pixels = pixels.reshape(grid_t, t, 3, grid_h // m, m, p, grid_w // m, m, p)
