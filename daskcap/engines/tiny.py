@@ -262,7 +262,7 @@ def _spread_motion(attn, hidden: int, gain: float = 8.0) -> None:
 
 
 def _merger_passes(merger, hidden: int, gain: float = 4.0) -> None:
-    """Start the patch merger so its first outputs carry the patches' mean colour, motion and its size.
+    """Start the patch merger so its first outputs carry the patches' mean colour and motion.
 
     Each passed channel gets two hidden units, +x and -x, summed over the four
     merged patches; GELU(z) - GELU(-z) = z, so the output is the channel's sum,
@@ -283,12 +283,6 @@ def _merger_passes(merger, hidden: int, gain: float = 4.0) -> None:
                     first.weight[unit, patch * hidden + channel] = sign * gain / 4
                 second.weight[:, unit].zero_()
                 second.weight[out, unit] = sign
-        # GELU(z) + GELU(-z) grows like |z|: how much the frame moves, whichever way.
-        for out, channel in ((len(passed), _MOTION_X), (len(passed) + 1, _MOTION_Y)):
-            second.weight[out].zero_()
-            second.bias[out] = 0.0
-            units = 2 * passed.index(channel)
-            second.weight[out, units : units + 2] = 1.0
 
 
 def _lm(tokenizer):
