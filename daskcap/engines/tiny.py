@@ -399,6 +399,11 @@ def _answer_token_ids(tokenizer):
     return torch.tensor(sorted({tokenizer.convert_tokens_to_ids(tokenizer.tokenize(" " + word))[0] for word in words}))
 
 
+def _first_answer(labels: list[int]) -> int:
+    """Where the answer starts in a row of labels."""
+    return next(i for i, label in enumerate(labels) if label != -100)
+
+
 def _labelled(tokenizer, prompts_rendered: list[str], targets: list[str]):
     """input_ids, attention_mask and labels (the answer only), right-padded."""
     import torch
@@ -414,8 +419,11 @@ def _labelled(tokenizer, prompts_rendered: list[str], targets: list[str]):
     input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
     labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
     mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
-    # The words that carry the answer weigh more than the template around them.
+    # The words that carry the answer weigh more than the template around them, and
+    # so does each answer's first token, where the prompt picks the sentence to say.
     weights = torch.where(torch.isin(labels, _answer_token_ids(tokenizer)), ANSWER_WEIGHT, 1.0)
+    for row, (_, row_labels) in enumerate(rows):
+        weights[row, _first_answer(row_labels)] = ANSWER_WEIGHT
     return input_ids, mask, labels, weights
 
 
@@ -480,9 +488,9 @@ def _lm_inputs(tokenizer, batches):
 @dataclass(frozen=True)
 class TrainingPlan:
     seed: int = 0
-    vlm_steps: int = 240
+    vlm_steps: int = 320
     vlm_batch: int = 8
-    vlm_learning_rate: float = 6e-3
+    vlm_learning_rate: float = 5e-3
     lm_steps: int = 300
     lm_batch: int = 16
     lm_learning_rate: float = 1.5e-3  # 2e-3 already diverges now and then
