@@ -40,7 +40,7 @@ TINY_MODELS = Path(__file__).resolve().parent.parent / "data" / "tiny-models"  #
 
 @pytest.fixture(scope="session")
 def tiny_models() -> dict:
-    """Tiny Qwen2.5-VL and Qwen2 models, trained offline (about three minutes, once: the
+    """Tiny Qwen2.5-VL and Qwen2 models, trained offline (about five minutes, once: the
     build is reused while its content hash matches) and saved like real weights."""
     from daskcap.engines.tiny import build_tiny_models
 
