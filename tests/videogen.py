@@ -56,6 +56,7 @@ def write_stamped_video(
     pts: list[int] | None = None,
     time_base: Fraction | None = None,
     container_options: dict | None = None,
+    codec_options: dict | None = None,
     rotation: int | None = None,
     metadata: dict | None = None,
 ) -> Path:
@@ -69,6 +70,8 @@ def write_stamped_video(
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if codec == "libx264":
             stream.options = {"crf": "12", "preset": preset, "g": str(gop)}
+        elif codec_options or codec not in ("rawvideo",):
+            stream.options = {"g": str(gop), **(codec_options or {})}
         if time_base is not None:
             stream.codec_context.time_base = time_base
         if rotation is not None:
