@@ -22,10 +22,10 @@ from daskcap.stages.read import VideoReaderStage, read_videos
 from daskcap.stages.write import finish_videos
 
 
-def _run(*paths, clip_len_s=10.0):
+def _run(*paths, clip_len_s=10.0, min_clip_length_s=2.0):
     """read -> clip -> prepare -> preview in process; returns (videos, windows)."""
     videos = read_videos(pd.DataFrame({"video_path": [str(p) for p in paths]}), VideoReaderStage("unused"))
-    clips = make_clips(videos, FixedStrideClipStage(clip_len_s=clip_len_s))
+    clips = make_clips(videos, FixedStrideClipStage(clip_len_s=clip_len_s, min_clip_length_s=min_clip_length_s))
     windows = make_previews(prepare_windows(clips, CaptionPreparationStage()), PreviewStage())
     return finish_videos(videos, windows, clips).set_index("video_path"), windows
 
@@ -97,6 +97,35 @@ def test_variable_frame_rate(tmp_path):
     assert (windows["status"] == schema.OK).all()
     stamps = [s for w in windows.itertuples() for s in decode_stamps(w.window_mp4)]
     assert stamps == list(range(240))  # every frame once, in order
+
+
+ODD_TIMING = {
+    # No stored presentation times, and B-frames: FFmpeg's first frame comes out
+    # a frame after the stream's start time, which shifted every later clip by one.
+    "avi-b-frames": dict(suffix=".avi", codec="mpeg4", codec_options={"bf": "2"}),
+    "m2v-b-frames": dict(suffix=".m2v", fmt="mpeg2video", codec="mpeg2video", codec_options={"bf": "2"}),
+    # The raw demuxer's 25 fps is the average rate; the timestamps follow the stream's 29.97.
+    "m2v-ntsc": dict(suffix=".m2v", fmt="mpeg2video", codec="mpeg2video", rate=Fraction(30000, 1001)),
+    # No timestamps at all, and a demuxer that cannot seek: later clips decode from the start.
+    "h264-elementary-stream": dict(suffix=".h264", fmt="h264", codec_options={"preset": "medium"}, rate=Fraction(30000, 1001)),
+    # FFmpeg 8 gives DV its time base's 60000 as average rate.
+    "dv": dict(suffix=".dv", fmt="dv", codec="dvvideo", width=720, height=576),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_TIMING))
+def test_clips_of_odd_timing_get_their_own_frames(tmp_path, case):
+    options = dict(ODD_TIMING[case])
+    suffix, rate = options.pop("suffix"), options.pop("rate", Fraction(25))
+    path = _write_frames(tmp_path / f"{case}{suffix}", 60, rate, gop=12, **options)
+    videos, windows = _run(path, clip_len_s=0.8, min_clip_length_s=0.1)
+    video = videos.iloc[0]
+    assert (video.status, video.num_frames, video.fps) == (schema.OK, 60, pytest.approx(float(rate)))
+    assert video.num_clips == 3 and (windows["status"] == schema.OK).all() and windows["error"].isna().all()
+    for window in windows.itertuples():
+        first = int(window.clip_start_s * video.fps)
+        assert decode_stamps(window.window_mp4) == list(range(first + window.start_frame, first + window.end_frame + 1))
+    assert sum(w.end_frame - w.start_frame + 1 for w in windows.itertuples()) == 60
 
 
 def test_non_utf8_title_does_not_make_a_video_unreadable(tmp_path):

@@ -7,7 +7,7 @@ import uuid
 import numpy as np
 import pandas as pd
 import pytest
-from videogen import decode_stamps, parse_webp, read_stamp
+from videogen import decode_stamps, parse_webp, read_stamp, video_packets
 
 from daskcap import schema
 from daskcap.stages._params import ParamError
@@ -157,21 +157,12 @@ def test_later_clips_decode_their_own_span(stamped, encoding):
         assert _sampled_stamps(window) == [offset + i for i in window.sampled_frame_indices]
 
 
-def _packets(mp4: bytes | str) -> list[bytes]:
-    import io
-
-    import av
-
-    with av.open(io.BytesIO(mp4) if isinstance(mp4, bytes) else str(mp4)) as container:
-        return [bytes(p) for p in container.demux(video=0) if p.size]
-
-
 @pytest.mark.parametrize("encoding", [{}, {"preset": "medium", "gop": 37}], ids=["intra-heavy", "b-frames"])
 def test_a_clip_that_is_its_whole_h264_file_is_copied_not_encoded(stamped, encoding):
     path = stamped(90, 30, **encoding)
     window = _windows(path).iloc[0]
     # The very packets of the source, so the very frames, at no encoding cost.
-    assert _packets(window.clip_mp4) == _packets(path)
+    assert video_packets(window.clip_mp4) == video_packets(path)
     assert window.window_mp4 == window.clip_mp4
     assert decode_stamps(window.clip_mp4) == list(range(90))
 
@@ -179,14 +170,14 @@ def test_a_clip_that_is_its_whole_h264_file_is_copied_not_encoded(stamped, encod
 def test_copied_clip_with_windows_cut_from_one_encode(stamped):
     path = stamped(400, 30, preset="medium", gop=37)
     windows = _windows(path, clip_len_s=60.0, window_size=128, remainder_threshold=64)
-    assert _packets(windows.iloc[0].clip_mp4) == _packets(path)
+    assert video_packets(windows.iloc[0].clip_mp4) == video_packets(path)
     spans = windows[["start_frame", "end_frame"]].values.tolist()
     assert spans == [[0, 127], [128, 255], [256, 399]]
     for window, (start, end) in zip(windows.itertuples(), spans):
         assert decode_stamps(window.window_mp4) == list(range(start, end + 1))
 
 
-@pytest.mark.parametrize("source", ["not-whole", "mpeg4", "rotated"])
+@pytest.mark.parametrize("source", ["not-whole", "mpeg4", "prores", "h264-10-bit", "rotated"])
 def test_clips_that_cannot_be_copied_are_encoded(stamped, tmp_path, source):
     import io
 
@@ -196,14 +187,19 @@ def test_clips_that_cannot_be_copied_are_encoded(stamped, tmp_path, source):
         path, clip_len_s, first = stamped(200, 10), 10.0, 100
     elif source == "mpeg4":
         path, clip_len_s, first = stamped(60, 30, codec="mpeg4"), 10.0, 0
+    elif source == "prores":  # a codec mp4 cannot hold: a copy would fail in the muxer
+        path, clip_len_s, first = stamped(60, 30, codec="prores_ks", pix_fmt="yuv422p10le", suffix=".mov"), 10.0, 0
+    elif source == "h264-10-bit":  # H.264, but not the 4:2:0 8-bit daskcap writes
+        path, clip_len_s, first = stamped(60, 30, pix_fmt="yuv420p10le"), 10.0, 0
     else:
         path, clip_len_s, first = stamped(60, 30, rotation=90), 10.0, 0
     window = _windows(path, clip_len_s=clip_len_s).iloc[-1]
+    assert window.status == schema.OK and pd.isna(window.error)
     with av.open(io.BytesIO(window.clip_mp4)) as container:
         stream = container.streams.video[0]
-        assert stream.codec_context.name == "h264"
+        assert (stream.codec_context.name, stream.codec_context.format.name) == ("h264", "yuv420p")
         assert next(container.decode(stream)).rotation == 0
-    assert decode_stamps(window.clip_mp4)[0] == first
+    assert decode_stamps(window.clip_mp4) == list(range(first, first + (100 if source == "not-whole" else 60)))
 
 
 def test_mp4_settings_are_checked_and_used(stamped):

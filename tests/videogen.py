@@ -8,6 +8,7 @@ window or a sample got.
 
 from __future__ import annotations
 
+import io
 from fractions import Fraction
 from pathlib import Path
 
@@ -29,9 +30,9 @@ def stamped_frame(index: int, width: int, height: int) -> np.ndarray:
 
 
 def read_stamp(image: np.ndarray) -> int:
-    """The index stamped on an RGB frame (any size)."""
+    """The index stamped on an RGB frame, or on its luma plane alone (any size)."""
     height, width = image.shape[:2]
-    luma = image.mean(axis=2)
+    luma = image.mean(axis=2) if image.ndim == 3 else image
     value = 0
     for bit in range(STAMP_BITS):
         x0 = bit * width // STAMP_BITS
@@ -61,17 +62,18 @@ def write_stamped_video(
     metadata: dict | None = None,
 ) -> Path:
     """``preset`` other than ultrafast gives B-frames; ``gop`` spaces the keyframes;
-    ``pts`` (in ``time_base``) makes variable frame rates; ``rotation`` sets a display matrix."""
+    ``codec_options`` go to the encoder last (they win); ``pts`` (in ``time_base``)
+    makes variable frame rates; ``rotation`` sets a display matrix."""
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), "w", format=container_format, options=container_options or {}) as container:
         if metadata:
             container.metadata.update(metadata)
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        if codec == "libx264":
-            stream.options = {"crf": "12", "preset": preset, "g": str(gop)}
-        elif codec_options or codec not in ("rawvideo",):
-            stream.options = {"g": str(gop), **(codec_options or {})}
+        options = {"crf": "12", "preset": preset} if codec == "libx264" else {}
+        if codec != "rawvideo":
+            options["g"] = str(gop)
+        stream.options = {**options, **(codec_options or {})}
         if time_base is not None:
             stream.codec_context.time_base = time_base
         if rotation is not None:
@@ -85,13 +87,30 @@ def write_stamped_video(
     return path
 
 
+def _open(video_bytes_or_path) -> av.container.InputContainer:
+    """An mp4 in memory (bytes) or a video file (path), opened for reading."""
+    source = io.BytesIO(video_bytes_or_path) if isinstance(video_bytes_or_path, bytes) else str(video_bytes_or_path)
+    return av.open(source)
+
+
 def decode_stamps(video_bytes_or_path) -> list[int]:
     """Stamps of every frame of an mp4 (bytes) or a video file (path)."""
-    import io
+    with _open(video_bytes_or_path) as container:
+        return [read_stamp(_luma(frame)) for frame in container.decode(video=0)]
 
-    source = io.BytesIO(video_bytes_or_path) if isinstance(video_bytes_or_path, bytes) else str(video_bytes_or_path)
-    with av.open(source) as container:
-        return [read_stamp(frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
+
+def _luma(frame: av.VideoFrame) -> np.ndarray:
+    """The frame's luma plane; read in place from the yuv420p that daskcap writes (no conversion)."""
+    if frame.format.name in ("yuv420p", "yuvj420p"):
+        plane = frame.planes[0]
+        return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: frame.height, : frame.width]
+    return frame.to_ndarray(format="gray")
+
+
+def video_packets(video_bytes_or_path) -> list[bytes]:
+    """The video stream's packets, as bytes, of an mp4 (bytes) or a video file (path)."""
+    with _open(video_bytes_or_path) as container:
+        return [bytes(packet) for packet in container.demux(video=0) if packet.size]
 
 
 def parse_webp(data: bytes) -> dict:

@@ -22,7 +22,7 @@ import pandas as pd
 from daskcap import schema
 from daskcap.prompts import CAPTION_PROMPTS, caption_prompt
 from daskcap.stages._params import Checks
-from daskcap.video.decode import DecodeStats, DecodeTimeout, iter_clip_frames
+from daskcap.video.decode import DecodeStats, DecodeTimeout, SeekFailed, iter_clip_frames
 from daskcap.stages.preview import PreviewStage, encode_preview, preview_plan, warn_low_source
 from daskcap.video.encode import MP4_CRF, MP4_PRESET, X264_PRESETS, Mp4Writer, StreamCopy, even_size
 from daskcap.video.io import open_container
@@ -130,7 +130,10 @@ def _clip_frames(
     with open_container(clip.video_path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        rate = frame_rate(stream) or Fraction(clip.fps).limit_denominator(100000)
+        # The probe's rate, which planned the clip (the stream's own where they agree: it is exact).
+        rate = frame_rate(stream)
+        if rate is None or float(rate) != float(clip.fps):
+            rate = Fraction(clip.fps).limit_denominator(100000)
         start = int(clip.source_start_frame)
         end = _TO_STREAM_END if clip.reaches_end else int(clip.source_end_frame)
         yield iter_clip_frames(container, stream, start, end, rate, stats, seek=seek, deadline=deadline, on_packet=on_packet), rate, stream
@@ -278,8 +281,12 @@ def _clip_windows(clip, params: CaptionPreparationStage, preview: PreviewStage |
     def decode(seek: bool) -> tuple[DecodeStats, bytes | None]:
         try:
             return _decode_clip(clip, windows, params, seek=seek, deadline=deadline)
-        except _CopyRefused:
-            # Fresh windows (the first pass filled them), and encode this time.
+        except (_CopyRefused, SeekFailed) as exc:
+            # A shortcut did not apply: fresh windows (the first pass may have
+            # filled them), encode this time, and read from the start where seeking failed.
+            if isinstance(exc, SeekFailed):
+                log.info("%s clip %d: %s; decoding from the start", clip.video_path, clip.clip_index, exc)
+                seek = False
             windows[:] = _plan_windows(windows[-1].end + 1, fps, height, width, params, preview)
             return _decode_clip(clip, windows, params, seek=seek, deadline=deadline, allow_copy=False)
 

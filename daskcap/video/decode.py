@@ -18,11 +18,47 @@ class DecodeStats:
     stream_cut: bool = False  # the demuxer failed before the end (truncated file)
 
 
-def _seek_before(container: av.container.InputContainer, stream: av.video.stream.VideoStream, start_frame: int, rate: Fraction) -> None:
-    origin = stream.start_time or 0
+class SeekFailed(Exception):
+    """The demuxer cannot seek (elementary streams, some RealMedia files): decode the clip from the start."""
+
+
+def _seek_before(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, origin: Fraction, start_frame: int, rate: Fraction
+) -> None:
     # Half a frame early, so rounding cannot land the seek just past the frame.
-    target = origin + math.floor((Fraction(start_frame) - Fraction(1, 2)) / rate / stream.time_base)
-    container.seek(max(origin, target), stream=stream, backward=True, any_frame=False)
+    target = math.floor(origin + (Fraction(start_frame) - Fraction(1, 2)) / rate / stream.time_base)
+    try:
+        container.seek(max(stream.start_time or 0, target), stream=stream, backward=True, any_frame=False)
+    except av.error.FFmpegError as exc:
+        raise SeekFailed(f"cannot seek to frame {start_frame} ({type(exc).__name__}: {exc})") from exc
+
+
+def _origin(frame_pts: int, frames_before: int, rate: Fraction, time_base: Fraction) -> Fraction:
+    """The timestamp frame 0 has, from a frame's timestamp and how many frames came before it."""
+    return frame_pts - frames_before / rate / time_base
+
+
+def _first_frame_origin(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, rate: Fraction, deadline: float | None
+) -> Fraction:
+    """The timestamp of frame 0, decoded from the start of a fresh container.
+
+    Not ``stream.start_time``: where a container stores no presentation times
+    (AVI, elementary streams) and the stream has B-frames, FFmpeg's first frame
+    comes out one frame or more after it, and frames counted from it would be
+    shifted by that much.
+    """
+    count = 0
+    for packet in _packets(container, stream, DecodeStats(), deadline):
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            continue
+        for frame in frames:
+            if frame.pts is not None:
+                return _origin(frame.pts, count, rate, stream.time_base)
+            count += 1
+    return Fraction(stream.start_time or 0)
 
 
 class DecodeTimeout(TimeoutError):
@@ -68,13 +104,16 @@ def iter_clip_frames(
     clip is read from the start without seeking (a seek to the start time can
     land past the first group of pictures in MPEG-PS). Packets the decoder
     rejects are skipped and counted in ``stats`` rather than ending the clip.
-    ``on_packet`` sees every packet read, before it is decoded.
+    ``on_packet`` sees every packet read, before it is decoded. Raises
+    :class:`SeekFailed`, before any frame, where the container cannot seek.
     """
-    origin = stream.start_time or 0
+    # Timestamp of frame 0, found from the first frame that has one.
+    origin: Fraction | None = None
     # Index of the last frame seen: known (-1) only when decoding from the start.
     previous = -1
     if seek and start_frame > 0:
-        _seek_before(container, stream, start_frame, rate)
+        origin = _first_frame_origin(container, stream, rate, deadline)
+        _seek_before(container, stream, origin, start_frame, rate)
         previous = None
     for packet in _packets(container, stream, stats, deadline):
         if on_packet is not None:
@@ -86,6 +125,8 @@ def iter_clip_frames(
             continue
         for frame in frames:
             if frame.pts is not None:
+                if origin is None:
+                    origin = _origin(frame.pts, previous + 1, rate, stream.time_base)
                 index = round((frame.pts - origin) * stream.time_base * rate)
             elif previous is not None:
                 index = previous + 1

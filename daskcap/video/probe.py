@@ -45,14 +45,21 @@ def _header_is_trustworthy(header_frames: int, duration_s: float, fps: float) ->
     return abs(header_frames - expected) <= max(2.0, 0.02 * expected)
 
 
-def _count_frames(path: str, deadline: float | None) -> tuple[int, float]:
-    """Count the video packets (one per frame) and measure their time span.
+@dataclass(frozen=True)
+class _Count:
+    frames: int
+    span_s: float  # first timestamp to the end of the last packet; 0.0 without timestamps
+    frame_s: float | None  # the time from one frame to the next, as the packets tell it
+
+
+def _count_frames(path: str, deadline: float | None) -> _Count:
+    """Count the video packets (one per frame) and measure their time span and spacing.
 
     Demux only, no decode. The span (first timestamp to the end of the last
     packet) is the stream's real length even when the header has none, when
     timestamps start late, or when a gap interrupts them.
     """
-    count, first, end = 0, None, None
+    count, first, last, end, timed, durations = 0, None, None, None, 0, 0
     with open_container(path) as container:
         stream = container.streams.video[0]
         for packet in container.demux(stream):
@@ -61,12 +68,19 @@ def _count_frames(path: str, deadline: float | None) -> tuple[int, float]:
             count += 1
             if count % 256 == 0:
                 check_deadline(deadline, "counting frames")
+            durations += packet.duration or 0
             if packet.pts is not None:
+                timed += 1
                 first = packet.pts if first is None else min(first, packet.pts)
+                last = packet.pts if last is None else max(last, packet.pts)
                 packet_end = packet.pts + (packet.duration or 0)
                 end = packet_end if end is None else max(end, packet_end)
         span = float((end - first) * stream.time_base) if first is not None and end > first else 0.0
-    return count, span
+        if timed == count >= 2 and last > first:
+            frame_s = float((last - first) * stream.time_base) / (count - 1)
+        else:  # not every packet timed (raw H.264 has none): the parser's packet durations
+            frame_s = float(durations * stream.time_base) / count if durations else None
+    return _Count(count, span, frame_s)
 
 
 def stream_duration_s(stream: av.video.stream.VideoStream) -> float:
@@ -80,11 +94,26 @@ def stream_duration_s(stream: av.video.stream.VideoStream) -> float:
     return 0.0
 
 
+def _candidate_rates(stream: av.video.stream.VideoStream) -> list[Fraction]:
+    rates = (stream.average_rate, stream.guessed_rate, stream.base_rate)
+    return [Fraction(rate) for rate in rates if rate and rate > 0 and math.isfinite(float(rate))]
+
+
 def frame_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate and rate > 0 and math.isfinite(float(rate)):
-            return Fraction(rate)
-    return None
+    rates = _candidate_rates(stream)
+    return rates[0] if rates else None
+
+
+def _rate_of_packets(rates: list[Fraction], frame_s: float | None) -> Fraction | None:
+    """The first of the stream's ``rates`` that its packets' spacing agrees with (within 1%), if one does.
+
+    The average rate is not always the one the timestamps follow: FFmpeg 8 gives
+    DV its 1/60000 time base as average rate, and elementary streams (.m2v,
+    .m4v, .h264) the raw demuxer's 25 fps whatever their headers say.
+    """
+    if not frame_s:
+        return None
+    return next((rate for rate in rates if abs(float(rate) * frame_s - 1) <= 0.01), None)
 
 
 def probe(path: str, timeout_s: float | None = None) -> VideoInfo:
@@ -107,7 +136,8 @@ def probe(path: str, timeout_s: float | None = None) -> VideoInfo:
             if stream.codec_context is None:
                 tag = getattr(stream, "codec_tag", "") or "unknown"
                 raise ProbeError(schema.READ_FAILED, f"unsupported video codec (tag {tag!r}): FFmpeg has no decoder for it")
-            rate = frame_rate(stream)
+            rates = _candidate_rates(stream)
+            rate = rates[0] if rates else None
             width, height = stream.codec_context.width, stream.codec_context.height
             codec = stream.codec_context.name
             if rate is None:
@@ -141,11 +171,12 @@ def probe(path: str, timeout_s: float | None = None) -> VideoInfo:
         num_frames, source = header_frames, "header"
     else:
         try:
-            num_frames, span_s = _count_frames(path, deadline)
+            count = _count_frames(path, deadline)
         except DecodeTimeout as exc:
             raise ProbeError(schema.TIMED_OUT, f"gave up after {timeout_s:g} s counting frames (--video-timeout-s)") from exc
-        source = "counted"
-        duration_s = span_s or num_frames / fps
+        num_frames, source = count.frames, "counted"
+        fps = float(_rate_of_packets(rates, count.frame_s) or rate)
+        duration_s = count.span_s or num_frames / fps
     if duration_s <= 0:
         duration_s = num_frames / fps
     return VideoInfo(
