@@ -209,12 +209,44 @@ def _index_meta() -> pd.DataFrame:
     return schema.empty_frame(schema.WINDOW_SCHEMA)[INDEX_COLUMNS]
 
 
-def _gpu_count() -> int:
-    """GPUs on this machine, from the device nodes (CUDA itself is not initialised)."""
+def _visible_gpus() -> list[str]:
+    """This machine's GPUs as CUDA_VISIBLE_DEVICES entries, from the environment or the
+    device nodes (CUDA itself is not initialised)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() not in ("", "-1")])
-    return len([name for name in os.listdir("/dev") if re.fullmatch(r"nvidia\d+", name)]) if os.path.isdir("/dev") else 0
+        return [d.strip() for d in visible.split(",") if d.strip() not in ("", "-1")]
+    nodes = [name for name in os.listdir("/dev") if re.fullmatch(r"nvidia\d+", name)] if os.path.isdir("/dev") else []
+    return [str(i) for i in range(len(nodes))]
+
+
+def engine_worker_options(index: int, engine_workers: int, gpus: list[str]) -> dict:
+    """Nanny options of embedded engine worker ``index``, pinned to a GPU the way dask-cuda pins its workers.
+
+    Its GPU comes first in CUDA_VISIBLE_DEVICES (several engine workers per GPU go round
+    the GPUs), with dask-cuda's CPU-affinity plugin when dask-cuda is installed. The host
+    memory limit is the machine's over the engine workers, as dask-cuda sets it: the
+    default share of one core would have the nanny kill a worker that loads a 7B model.
+    No CUDA context is made before the engine is built (vLLM must be the first to make one).
+    """
+    from distributed.system import MEMORY_LIMIT
+
+    options: dict = {"resources": {ENGINE_RESOURCE: 1}, "memory_limit": MEMORY_LIMIT // engine_workers, "env": {}}
+    if not gpus:
+        return options
+    first = index % len(gpus)
+    options["env"] = {"CUDA_VISIBLE_DEVICES": ",".join(gpus[first:] + gpus[:first])}
+    try:
+        from dask_cuda.plugins import CPUAffinity
+        from dask_cuda.utils import get_cpu_affinity
+    except ImportError:
+        log.warning(
+            "dask-cuda is not installed: engine workers are plain Dask workers pinned by CUDA_VISIBLE_DEVICES, "
+            "without its CPU affinity (pip install -e '.[gpu]')"
+        )
+        return options
+    device = gpus[first]
+    options["plugins"] = [CPUAffinity(get_cpu_affinity(int(device) if device.isdigit() else device))]
+    return options
 
 
 @contextlib.contextmanager
@@ -234,18 +266,10 @@ def embedded_cluster(options: ClusterOptions, needs_engines: bool) -> Iterator[S
         return
     quiet = {"nthreads": 1, "silence_logs": logging.ERROR}
     workers = {f"cpu-{i}": {"cls": Nanny, "options": dict(quiet)} for i in range(n_workers)}
-    gpus = _gpu_count()
-    engine_workers = options.engine_workers or max(1, gpus)
+    gpus = _visible_gpus()
+    engine_workers = options.engine_workers or max(1, len(gpus))
     for i in range(engine_workers):
-        env = {"CUDA_VISIBLE_DEVICES": str(i)} if gpus else {}
-        workers[f"engine-{i}"] = {
-            "cls": Nanny,
-            "options": {
-                **quiet,
-                "resources": {ENGINE_RESOURCE: 1},
-                "env": env,
-            },
-        }
+        workers[f"engine-{i}"] = {"cls": Nanny, "options": {**quiet, **engine_worker_options(i, engine_workers, gpus)}}
     with (
         dask.config.set({"distributed.worker.daemon": False}),
         SpecCluster(
@@ -401,19 +425,40 @@ def _gather(
 
 
 def _worker_summary(before: dict, after: dict, engine_workers: list[str]) -> dict:
+    """Per worker: its counters' growth during this job (model loads and load seconds per
+    model, windows, generations, tokens, engine seconds) and its GPU as it reports it."""
     summary = {}
     for address, stats in after.items():
         previous = before.get(address, {})
-        loads_before = previous.get("model_loads", {})
-        summary[address] = {
-            "engine": address in engine_workers,
-            "model_loads": {m: n - loads_before.get(m, 0) for m, n in stats.get("model_loads", {}).items() if n - loads_before.get(m, 0)},
-            **{
-                name: stats.get(name, 0) - previous.get(name, 0)
-                for name in ("partitions_captioned", "windows_captioned", "windows_enhanced")
-            },
-        }
+        entry: dict = {"engine": address in engine_workers, "partitions_captioned": 0, "windows_captioned": 0, "windows_enhanced": 0}
+        for name, value in stats.items():
+            if isinstance(value, dict):  # per model
+                grown = {model: round(n - previous.get(name, {}).get(model, 0), 3) for model, n in value.items()}
+                entry[name] = {model: n for model, n in grown.items() if n}
+            elif isinstance(value, int | float) and not isinstance(value, bool) and not name.startswith("gpu_"):
+                entry[name] = round(value - previous.get(name, 0), 3)
+            else:  # a state, not a counter: the GPU's name, peak memory, CUDA_VISIBLE_DEVICES
+                entry[name] = value
+        summary[address] = entry
     return summary
+
+
+def _engine_totals(workers: dict) -> dict:
+    """The engines' work in this job, summed over engine workers: per role, generations,
+    tokens and seconds inside engine calls, with tokens per such second; and model loads."""
+    totals: dict = {}
+    for role in ("caption", "enhance"):
+        sums = {name: sum(w.get(f"{role}_{name}", 0) for w in workers.values()) for name in ("generations", "prompt_tokens", "output_tokens", "engine_s")}
+        if sums["generations"]:
+            seconds = sums["engine_s"]
+            totals[role] = {
+                **sums,
+                "engine_s": round(seconds, 3),
+                "prompt_tokens_per_s": round(sums["prompt_tokens"] / seconds, 1) if seconds else None,
+                "output_tokens_per_s": round(sums["output_tokens"] / seconds, 1) if seconds else None,
+            }
+    totals["model_load_s"] = round(sum(sum(w.get("model_load_s", {}).values()) for w in workers.values()), 3)
+    return totals
 
 
 def _submit_model_stages(client: Client, job: Job, windows_dd, numbers: list[int], cpu: list[str]) -> tuple[list, dict[str, list]]:
@@ -476,7 +521,7 @@ def _number_partitions(clips: pd.DataFrame, groups: list[pd.DataFrame], first: i
     return pd.concat(numbered, ignore_index=True) if numbered else clips.assign(partition=pd.Series(dtype="int64"))
 
 
-def _retry_failed(client, job: Job, state: OutputState, videos, clips, n_workers, options, tracker) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _retry_failed(client, job: Job, state: OutputState, videos, clips, n_workers, plan_over, options, tracker) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Forget the failures of an earlier run: unreadable videos are probed again
     (their new clips get new partitions) and partitions with failed windows lose
     their completion marker."""
@@ -485,7 +530,7 @@ def _retry_failed(client, job: Job, state: OutputState, videos, clips, n_workers
         again, new_clips, _ = _probe(client, job, videos.loc[retry, ["video_path"]].reset_index(drop=True), n_workers, tracker)
         videos = pd.concat([videos[~retry], again], ignore_index=True)
         first = int(clips["partition"].max()) + 1 if len(clips) else 0
-        groups = plan_partitions(new_clips, job.prepare, options.windows_per_partition, n_workers)
+        groups = plan_partitions(new_clips, job.prepare, options.windows_per_partition, plan_over)
         clips = pd.concat([clips, _number_partitions(new_clips, groups, first)], ignore_index=True)
         state.save_plan(videos, clips)
     for number in sorted(state.done_partitions()):
@@ -538,6 +583,9 @@ def run_job(
                 raise UsageError("\n".join(problems))
         cpu_workers, engine_workers = _workers_by_kind(client)
         n_workers = max(1, len(cpu_workers) or len(engine_workers))
+        # With models, partitions are spread over the engines, not the CPU workers: a
+        # partition is one engine call, and small ones starve the GPU of batches.
+        plan_over = max(1, len(engine_workers)) if job.needs_engines else n_workers
         tracker.announce(f"daskcap: dashboard {client.dashboard_link}")
         stats_before = client.run(worker_stats) if job.needs_engines else {}
 
@@ -546,13 +594,13 @@ def run_job(
             stage_seconds.update(previous.get("probe_seconds", {}))
             tracker.announce(f"daskcap: resuming the run in {job.writer.output_path}")
             if retry_failed:
-                videos, clips = _retry_failed(client, job, state, videos, clips, n_workers, options, tracker)
+                videos, clips = _retry_failed(client, job, state, videos, clips, n_workers, plan_over, options, tracker)
         else:
             if previous is None:
                 prepare_output(job.writer, overwrite)
             videos, clips, probe_seconds = _probe(client, job, paths, n_workers, tracker, stage_usage)
             stage_seconds.update(probe_seconds)
-            groups = plan_partitions(clips, job.prepare, options.windows_per_partition, n_workers)
+            groups = plan_partitions(clips, job.prepare, options.windows_per_partition, plan_over)
             clips = _number_partitions(clips, groups, 0)
             if state is not None:
                 state.write_job({"config_hash": job_hash, "probe_seconds": probe_seconds, "config": redact(config)})
@@ -636,6 +684,7 @@ def run_job(
             "engine_workers": len(engine_workers),
         },
         "workers": workers,
+        **({"engines": _engine_totals(workers)} if job.needs_engines else {}),
         "config": config,
     }
     summary = redact(summary)  # no credentials from URLs in summary.json

@@ -8,12 +8,16 @@ the next ones with the same configuration. Counters feed summary.json.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
+import time
 from collections import Counter
+from collections.abc import Iterable
 
 from distributed import WorkerPlugin, get_worker
 
-from daskcap.engines.base import Engine, EngineConfig, build_engine
+from daskcap.engines.base import Engine, EngineConfig, Generation, build_engine
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,7 @@ class EngineHost(WorkerPlugin):
     def __init__(self) -> None:
         self.engines: dict[str, tuple[EngineConfig, Engine]] = {}
         self.model_loads: Counter = Counter()
+        self.model_load_s: Counter = Counter()
         self.counters: Counter = Counter()
         self._lock = threading.Lock()
         # Engines are not thread-safe (vLLM's LLM.generate is not): a worker
@@ -63,9 +68,11 @@ class EngineHost(WorkerPlugin):
                 log.info("replacing the %s engine (%s) with %s", config.role, loaded[0].model, config.model)
                 self._drop(config.role)
             log.info("loading %s (%s engine)", config.model, config.backend)
+            started = time.perf_counter()
             engine = build_engine(config)
             self.engines[config.role] = (config, engine)
             self.model_loads[config.model] += 1
+            self.model_load_s[config.model] += time.perf_counter() - started
             return engine
 
     def rebuild(self, config: EngineConfig) -> Engine:
@@ -82,7 +89,7 @@ class EngineHost(WorkerPlugin):
         self.counters.update(amounts)
 
     def stats(self) -> dict:
-        return {"model_loads": dict(self.model_loads), **dict(self.counters)}
+        return {"model_loads": dict(self.model_loads), "model_load_s": dict(self.model_load_s), **dict(self.counters)}
 
 
 class EngineHandle:
@@ -97,6 +104,17 @@ class EngineHandle:
     def rebuild(self) -> Engine:
         return self.host.rebuild(self.config)
 
+    def record(self, generations: Iterable[Generation], seconds: float) -> None:
+        """Count one engine call: its generations, their tokens and the seconds it took."""
+        generations = [g for g in generations if isinstance(g, Generation)]
+        role = self.config.role
+        self.host.count(**{
+            f"{role}_generations": len(generations),
+            f"{role}_prompt_tokens": sum(g.prompt_tokens for g in generations),
+            f"{role}_output_tokens": sum(g.output_tokens for g in generations),
+            f"{role}_engine_s": seconds,
+        })
+
 
 def current_host() -> EngineHost:
     """The EngineHost of the worker running this task."""
@@ -110,6 +128,22 @@ def current_host() -> EngineHost:
 
 
 def worker_stats(dask_worker) -> dict:
-    """For ``client.run``: this worker's engine counters (empty when it has none)."""
+    """For ``client.run``: this worker's engine counters (empty when it has none) and its GPU."""
     host = dask_worker.plugins.get(PLUGIN_NAME)
-    return host.stats() if host is not None else {"model_loads": {}}
+    stats = host.stats() if host is not None else {"model_loads": {}}
+    return {**stats, **_gpu_stats(dask_worker)}
+
+
+def _gpu_stats(dask_worker) -> dict:
+    """The worker's CUDA_VISIBLE_DEVICES, whether dask-cuda set it up, and, once torch has
+    made a CUDA context here, its GPU and peak memory (CUDA is never initialised for this)."""
+    stats: dict = {}
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        stats["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
+        stats["dask_cuda"] = any(type(p).__module__.startswith("dask_cuda") for p in dask_worker.plugins.values())
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        stats["gpu_name"] = torch.cuda.get_device_name()
+        stats["gpu_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        stats["gpu_peak_reserved_mb"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
+    return stats

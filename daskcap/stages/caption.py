@@ -10,7 +10,8 @@ is marked ``caption_failed`` / ``enhance_failed`` and the rest are kept.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -32,6 +33,8 @@ class EngineHandle(Protocol):
     def get(self) -> Engine: ...
 
     def rebuild(self) -> Engine: ...
+
+    def record(self, generations: Iterable[Generation], seconds: float) -> None: ...
 
 
 class _ModelStage:
@@ -134,19 +137,27 @@ def run_requests(handle: EngineHandle, call: Callable[[Engine, list], dict[str, 
     if not requests:
         return {}
     try:
-        return call(handle.get(), requests)
+        return _recorded(handle, call, handle.get(), requests)
     except Exception as first:  # noqa: BLE001 (any engine failure: rebuild once and retry)
         log.warning("engine failed on %d requests (%r); rebuilding it and retrying", len(requests), first)
     try:
-        return call(handle.rebuild(), requests)
+        return _recorded(handle, call, handle.rebuild(), requests)
     except Exception as second:  # noqa: BLE001
         log.warning("engine failed again (%r); trying the requests one by one", second)
     results: dict[str, Generation | str] = {}
     for request in requests:
         try:
-            results.update(call(handle.get(), [request]))
+            results.update(_recorded(handle, call, handle.get(), [request]))
         except Exception as exc:  # noqa: BLE001 (this request is the bad one: record it)
             results[request.request_id] = f"{type(exc).__name__}: {exc}"
+    return results
+
+
+def _recorded(handle: EngineHandle, call: Callable[[Engine, list], dict[str, Generation]], engine: Engine, requests: list) -> dict[str, Generation]:
+    """One engine call, its tokens and seconds counted by the handle (a model load happens before the clock starts)."""
+    started = time.perf_counter()
+    results = call(engine, requests)
+    handle.record(results.values(), time.perf_counter() - started)
     return results
 
 
