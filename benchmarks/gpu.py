@@ -14,8 +14,9 @@
 3. ``daskcap run`` without captions, keeping the model input: window preparation
    on the CPU cores alone;
 4. ``daskcap run`` with captions (``--captioning-max-output-tokens`` 512, then 128;
-   everything else at its defaults) on the embedded cluster: one engine worker per
-   GPU beside one CPU worker per core; figures from its ``summary.json``;
+   ``--engine`` as given, transformers by default; everything else at its defaults)
+   on the embedded cluster: one engine worker per GPU beside one CPU worker per core;
+   figures from its ``summary.json``;
 5. the same engine class, loaded once in one process with no Dask, captioning the
    same prepared windows grouped in the 512-token run's partitions, through the same
    stage function: the ratio of the two is what Dask costs.
@@ -280,7 +281,7 @@ def caption_figures(summary: dict) -> dict:
     }
 
 
-def direct(prepared: Path, partitions: Path, model: Path, max_tokens: list[int], one_call: bool) -> dict:
+def direct(prepared: Path, partitions: Path, model: Path, max_tokens: list[int], one_call: bool, engine: str = "transformers") -> dict:
     """The transformers engine in this process, no Dask: the same stage function over the
     windows of ``prepared`` (a window table with model input), grouped as the caption run
     whose table is ``partitions`` grouped them, once per ``max_tokens``; with ``one_call``,
@@ -298,21 +299,22 @@ def direct(prepared: Path, partitions: Path, model: Path, max_tokens: list[int],
         for p in sorted(partitions.glob("part-*.parquet"))
     ]
     host = EngineHost()
-    stage = CaptionGenerationStage(model=str(model), max_output_tokens=max_tokens[0])
+    stage = CaptionGenerationStage(model=str(model), max_output_tokens=max_tokens[0], engine=engine)
     started = time.perf_counter()
     host.engine(stage.engine_config())
-    record: dict = {"model_load_s": round(time.perf_counter() - started, 2), "device": str(host.engines["caption"][1].device), "runs": {}}
+    loaded = host.engines["caption"][1]
+    record: dict = {"model_load_s": round(time.perf_counter() - started, 2), "engine": type(loaded).__name__, "device": str(getattr(loaded, "device", "cuda")), "runs": {}}
     # The first call pays for CUDA kernels and library handles; the Dask runs pay it in
     # their first partition, so the ratio below leans, slightly, against Dask.
     started = time.perf_counter()
-    caption_windows(parts[0].head(1), CaptionGenerationStage(model=str(model), max_output_tokens=4), host.handle(stage.engine_config()))
+    caption_windows(parts[0].head(1), CaptionGenerationStage(model=str(model), max_output_tokens=4, engine=engine), host.handle(stage.engine_config()))
     record["warmup_s"] = round(time.perf_counter() - started, 2)
     batches = [(f"{n}", n, parts) for n in max_tokens]
     if one_call:
         batches.append((f"{max_tokens[0]}-one-call", max_tokens[0], [pd.concat(parts, ignore_index=True)]))
     cuda = torch.cuda.is_available()
     for name, tokens, groups in batches:
-        stage = CaptionGenerationStage(model=str(model), max_output_tokens=tokens)  # same engine config: no reload
+        stage = CaptionGenerationStage(model=str(model), max_output_tokens=tokens, engine=engine)  # same engine config: no reload
         handle = host.handle(stage.engine_config())
         before = dict(host.counters)
         if cuda:
@@ -391,18 +393,24 @@ def _logged(command: list[str], log: Path) -> int:
         return subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
 
 
-def measure(work: Path, out: Path, minutes: float, deadline_s: float, log: Path, size: str = "7b") -> dict:
+def measure(work: Path, out: Path, minutes: float, deadline_s: float, log: Path, size: str = "7b", engine: str = "transformers") -> dict:
     from daskcap.samples import copy_samples
 
     deadline = time.time() + deadline_s
     sampler = GpuSampler().start()
     record: dict = {
         "date": datetime.date.today().isoformat(),
-        "what": "daskcap's caption path on a GPU: Qwen2.5-VL-7B-Instruct's configuration with random bf16 weights, transformers engine",
+        "what": "daskcap's caption path on a GPU: Qwen2.5-VL-7B-Instruct's configuration with random bf16 weights",
         "device": {**sampler.device(), "cpu_cores": os.cpu_count(), "host_memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)},
         "versions": _versions(),
         "daskcap_commit": _git_commit(),
-        "settings": {"model_size": size, "video_minutes": minutes, "defaults": "daskcap run defaults unless named: 10 s clips, window 256 / remainder 128, sampling 2 fps, 8 windows per partition, caption batch 16, engine auto"},
+        "settings": {
+            "model_size": size,
+            "engine": engine,
+            "video_minutes": minutes,
+            "defaults": "daskcap run defaults unless named: 10 s clips, window 256 / remainder 128, sampling 2 fps, "
+            "8 windows per partition, caption batch 16, one CPU worker per core, one engine worker per GPU",
+        },
         "phases": {},
     }
     videos, model = work / "videos", work / f"qwen2.5-vl-{size}-random"
@@ -440,7 +448,7 @@ def measure(work: Path, out: Path, minutes: float, deadline_s: float, log: Path,
             with _phase(record, name, sampler, deadline, 150) as entry:
                 if entry is not None:
                     command = [sys.executable, str(Path(__file__)), "direct", str(work / "out-prepare_only" / "windows"),
-                               str(work / "out-caption_512" / "windows"), str(model), "--max-tokens", "512", "128"]
+                               str(work / "out-caption_512" / "windows"), str(model), "--max-tokens", "512", "128", "--engine", engine]
                     if time.time() + 300 < deadline:
                         command.append("--one-call")
                     entry["returncode"] = _logged(command, log)
@@ -463,7 +471,7 @@ def measure(work: Path, out: Path, minutes: float, deadline_s: float, log: Path,
                 if entry is not None:
                     output = work / f"out-{name}"
                     run = _daskcap_run(
-                        [*common, str(output), "--captioning-model", str(model), "--captioning-max-output-tokens", str(tokens), *extra], log
+                        [*common, str(output), "--captioning-model", str(model), "--captioning-max-output-tokens", str(tokens), "--engine", engine, *extra], log
                     )
                     summary = run.pop("summary")
                     entry.update(run)
@@ -509,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline-s", type=float, default=560.0, help="skip phases that would end after this many seconds")
     p.add_argument("--log", type=Path, default=None, help="where the subprocesses' output goes (default: next to --out)")
     p.add_argument("--size", choices=sorted(SIZES), default="7b", help="tiny: rehearse the whole measurement on a CPU")
+    p.add_argument("--engine", choices=("transformers", "vllm"), default="transformers", help="the caption engine, in the Dask runs and alone")
     p = sub.add_parser("build-model", help="a random-weight Qwen2.5-VL saved like a checkpoint")
     p.add_argument("directory", type=Path)
     p.add_argument("--size", choices=sorted(SIZES), default="7b")
@@ -518,15 +527,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("partitions", type=Path, help="window table of a caption run: its parts give the grouping")
     p.add_argument("model", type=Path)
     p.add_argument("--max-tokens", type=int, nargs="+", default=[512])
+    p.add_argument("--engine", choices=("transformers", "vllm"), default="transformers")
     p.add_argument("--one-call", action="store_true", help="also caption every window in one engine call")
     args = parser.parse_args(argv)
     if args.command == "measure":
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        measure(args.work, args.out, args.minutes, args.deadline_s, args.log or args.out.with_suffix(".log"), args.size)
+        measure(args.work, args.out, args.minutes, args.deadline_s, args.log or args.out.with_suffix(".log"), args.size, args.engine)
     elif args.command == "build-model":
         print(json.dumps(build_model(args.directory, args.size, args.device)))
     else:
-        record = direct(args.prepared, args.partitions, args.model, args.max_tokens, args.one_call)
+        record = direct(args.prepared, args.partitions, args.model, args.max_tokens, args.one_call, args.engine)
         (args.prepared.parent.parent / "direct.json").write_text(json.dumps(record, indent=2))
     return 0
 
