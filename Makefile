@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 samples: $(STAMP)
 	$(BIN)/python -m daskcap.samples $(SAMPLES)
 
-# Trained once (a few minutes of CPU), then reused while their content hash matches.
+# Trained once (about 90 s of CPU), then reused while their content hash matches.
 tiny-models: $(STAMP)
 	$(BIN)/daskcap tiny-models $(TINY_MODELS)
 

@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +163,7 @@ def _vlm(tokenizer):
     )
     model = Qwen2_5_VLForConditionalGeneration(config)
     _filter_bank(model.model.visual.patch_embed.proj.weight)
+    _steady_norms(model.model.visual)
     _motion_units(model.model.visual.blocks[0].mlp, model.model.visual.patch_embed.proj.weight)
     _spread_motion(model.model.visual.blocks[1].attn, VISION_HIDDEN)
     _merger_passes(model.model.visual.merger, VISION_HIDDEN)
@@ -202,9 +203,39 @@ def _filter_bank(weight) -> None:
 # Where _filter_bank puts each basis filter: FILTER[shape] + colour channel.
 _MEAN, _SLOPE_X, _SLOPE_Y, _CHANGE, _CHANGE_X, _CHANGE_Y = 0, 3, 6, 9, 12, 15
 _MOTION_X, _MOTION_Y = 18, 19  # the channels the motion units write to
+_STEADY = 31  # a constant channel that keeps every patch's RMS norm nearly the same
+STEADY_LEVEL = 15.0
 
 
-def _motion_units(mlp, patch_embed_weight, gain: float = 6.0) -> None:
+def _steady_norms(visual) -> None:
+    """Keep the designed channels clean through the vision blocks' RMS norms.
+
+    Each block normalises every patch by its own RMS before attention and MLP.
+    A coloured patch's RMS is several times a grey one's, so a frame-wide average
+    of motion, taken after the norm, weighs quiet background patches most and
+    can flip sign (measured: a black square moving left read as moving right).
+    A constant channel, large against the others and added by the first
+    attention's output bias, makes every patch's RMS nearly the same, so what the
+    blocks and the merger read is the designed signal times one factor. The
+    random parts of the blocks are also kept from writing into the designed
+    channels (mean colour, motion, the constant).
+    """
+    import torch
+
+    designed = [_MEAN + c for c in range(3)] + [_MOTION_X, _MOTION_Y, _STEADY]
+    with torch.no_grad():
+        visual.patch_embed.proj.weight[_STEADY].zero_()
+        for block in visual.blocks:
+            for linear in (block.attn.proj, block.mlp.down_proj):
+                linear.weight[designed] = 0.0
+                linear.bias[designed] = 0.0
+        visual.blocks[0].attn.proj.bias[_STEADY] = STEADY_LEVEL
+        merged_inputs = visual.merger.mlp[0].weight  # four patches' channels side by side
+        for patch in range(merged_inputs.shape[1] // VISION_HIDDEN):
+            merged_inputs[:, patch * VISION_HIDDEN + _STEADY] = 0.0  # a constant says nothing
+
+
+def _motion_units(mlp, patch_embed_weight, gain: float = 16.0) -> None:
     """Start 12 of the first vision block's gated-MLP units as motion detectors.
 
     A patch whose colour changes between the two frames (``change``) where the
@@ -488,7 +519,7 @@ def _lm_inputs(tokenizer, batches):
 @dataclass(frozen=True)
 class TrainingPlan:
     seed: int = 0
-    vlm_steps: int = 320
+    vlm_steps: int = 200
     vlm_batch: int = 8
     vlm_learning_rate: float = 5e-3
     lm_steps: int = 300
@@ -591,6 +622,8 @@ def evaluate(directory: Path, plan: TrainingPlan) -> dict:
     captions = vlm.caption(requests)
     colour_ok = sum(words_in(captions[k].text)[0] == {c} for k, (c, _) in truth.items())
     direction_ok = sum(words_in(captions[k].text)[1] == {d} for k, (_, d) in truth.items())
+    refined = vlm.caption([replace(r, prompt=prompts.stage2_prompt(None, captions[r.request_id].text)) for r in requests])
+    stage2_ok = sum(words_in(refined[k].text) == ({c}, {d}) for k, (c, d) in truth.items())
     lm = TransformersEngine(EngineConfig(str(directory / "lm"), "", role="enhance", batch_size=32), LoadedModel(str(directory / "lm"), "qwen-text"))
     texts = [TextRequest(k, prompts.enhance_prompt("default", None, g.text), 64) for k, g in captions.items()]
     enhanced = lm.complete(texts)
@@ -599,6 +632,7 @@ def evaluate(directory: Path, plan: TrainingPlan) -> dict:
         "windows": plan.eval_windows,
         "colour_accuracy": round(colour_ok / plan.eval_windows, 3),
         "direction_accuracy": round(direction_ok / plan.eval_windows, 3),
+        "stage2_both_right": round(stage2_ok / plan.eval_windows, 3),
         "enhancement_keeps_words": round(kept / plan.eval_windows, 3),
     }
 
