@@ -2,6 +2,7 @@
 
 from daskcap.pipeline import Pipeline
 from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationStage
+from daskcap.stages.check import CaptionCheckStage
 from daskcap.stages.clip import FixedStrideClipStage
 from daskcap.stages.prepare import CaptionPreparationStage
 from daskcap.stages.preview import PreviewStage
@@ -11,6 +12,7 @@ from daskcap.stages.write import ClipWriterStage
 __version__ = "0.1.0"
 
 __all__ = [
+    "CaptionCheckStage",
     "CaptionEnhancementStage",
     "CaptionGenerationStage",
     "CaptionPreparationStage",

@@ -15,6 +15,7 @@ from daskcap.engines.base import BACKENDS
 from daskcap.engines.weights import DEFAULT_CAPTION_MODELS, DEFAULT_ENHANCE_MODELS
 from daskcap.prompts import ENHANCE_PROMPTS
 from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationStage
+from daskcap.stages.check import CaptionCheckStage
 from daskcap.stages.clip import FixedStrideClipStage
 from daskcap.stages.prepare import PREPROCESS_DTYPES, CaptionPreparationStage
 from daskcap.stages.preview import PreviewStage
@@ -78,6 +79,8 @@ def _run_parser(subparsers) -> argparse.ArgumentParser:  # noqa: PLR0915 (one fl
     g.add_argument("--enhance-captioning-prompt-variant", choices=sorted(ENHANCE_PROMPTS), default="default", help="enhancement prompt")
     g.add_argument("--enhance-captions-prompt-text", default=None, help="custom enhancement prompt (the caption is appended)")
 
+    _check_flags(p)
+
     g = p.add_argument_group("engines")
     g.add_argument("--engine", choices=BACKENDS, default="auto", help="auto: vLLM when importable and a CUDA device is visible, else transformers")
     g.add_argument("--engine-workers", type=int, default=None, help="engine workers of the embedded cluster (default: one per GPU, else 1)")
@@ -106,6 +109,31 @@ def _run_parser(subparsers) -> argparse.ArgumentParser:  # noqa: PLR0915 (one fl
     g.add_argument("--verbose", action="store_true", help="log per-video and per-clip details")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+def _check_flags(parser: argparse.ArgumentParser, switch: bool = True) -> None:
+    """The caption checks' thresholds (README "Caption checks"): `daskcap run` and `daskcap check` share them."""
+    defaults = CaptionCheckStage()
+    g = parser.add_argument_group("caption checks (flags in caption_flags / enhance_flags; a window's status is not changed)")
+    if switch:
+        g.add_argument("--caption-checks", action=argparse.BooleanOptionalAction, default=True, help="flag empty, truncated, repetitive, refused, duplicate, too short, non-English and invalid captions")
+    g.add_argument("--check-repetition-ngram", type=int, default=defaults.repetition_ngram, help="repetitive: word n-grams of this length that occur more than once ...")
+    g.add_argument("--check-repetition-share", type=float, default=defaults.repetition_share, help="... cover at least this share of the words")
+    g.add_argument("--check-min-words", type=int, default=defaults.min_words, help="too_short: fewer words than this ...")
+    g.add_argument("--check-short-ratio", type=float, default=defaults.short_ratio, help="... or than this times the median of the clip's other windows")
+    g.add_argument("--check-duplicate-similarity", type=float, default=defaults.duplicate_similarity, help="duplicate: two windows of a clip whose word pairs overlap this much (Jaccard; 1 = identical only)")
+    g.add_argument("--check-language", action=argparse.BooleanOptionalAction, default=defaults.check_language, help="not_english: flag text in another language (skipped when the prompt asks for one)")
+
+
+def check_stage(args: argparse.Namespace) -> CaptionCheckStage:
+    return CaptionCheckStage(
+        repetition_ngram=args.check_repetition_ngram,
+        repetition_share=args.check_repetition_share,
+        min_words=args.check_min_words,
+        short_ratio=args.check_short_ratio,
+        duplicate_similarity=args.check_duplicate_similarity,
+        check_language=args.check_language,
+    )
 
 
 def apply_config(parser: argparse.ArgumentParser, run_parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -216,6 +244,7 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
             overwrite=args.overwrite,
             retry_failed=args.retry_failed,
             progress=not args.quiet,
+            caption_checks=args.caption_checks,
         )
     except ParamError as exc:
         problems.extend(exc.problems)
@@ -254,6 +283,8 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
             pipeline.add_stage(stage)
     except ParamError as exc:
         problems.extend(exc.problems)
+    if wants_captions(args) and args.caption_checks:
+        add(check_stage, args=args)
     add(
         ClipWriterStage,
         output_path=args.output,
@@ -278,6 +309,11 @@ def _print_result(summary: dict) -> None:
     print(f"videos:  {videos['total']} ({by(videos['by_status'])})")
     print(f"clips:   {summary['clips']['total']}")
     print(f"windows: {windows['total']} ({by(windows['by_status'])}) in {summary['wall_s']:.1f} s")
+    for key, what in (("caption_flags", "captions"), ("enhance_flags", "enhanced captions")):
+        counts = summary.get(key)
+        if counts and counts["checked"]:
+            flags = ", ".join(f"{n} {flag}" for flag, n in counts["by_flag"].items() if n) or "all clean"
+            print(f"flagged: {counts['flagged']} of {counts['checked']} {what} ({flags})")
     print(f"output:  {summary['output']}  (summary.json, windows/, videos/, previews/, clips/)")
 
 
@@ -301,6 +337,17 @@ def main(argv: list[str] | None = None) -> int:
         "summary, every window's preview next to its captions, search, filters and the errors.",
     )
     report.add_argument("output", metavar="OUTPUT", help="a daskcap output directory (local path or fsspec URL)")
+    check = subparsers.add_parser(
+        "check",
+        help="recompute the caption flags of a finished run and print their counts",
+        description="Recompute caption_flags and enhance_flags of every window of OUTPUT with today's rules and the "
+        "thresholds given here, write them back into its window tables and summary.json (and its report, if it has "
+        "one), and print a table: flag, count, share, one example each.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    check.add_argument("output", metavar="OUTPUT", help="a daskcap output directory (local path or fsspec URL)")
+    check.add_argument("--no-write", dest="write", action="store_false", help="print the table only; change nothing in OUTPUT")
+    _check_flags(check, switch=False)
     try:
         args = apply_config(parser, run_parser, argv)
     except ParamError as exc:
@@ -311,6 +358,16 @@ def main(argv: list[str] | None = None) -> int:
         from daskcap.engines.tiny import main as tiny_main
 
         return tiny_main(args.directory)
+    if args.command == "check":
+        from daskcap.check_output import check_output, format_table
+
+        try:
+            result = check_output(args.output, check_stage(args), write=args.write)
+        except (FileNotFoundError, ParamError) as exc:
+            print(f"daskcap: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(format_table(result))
+        return EXIT_OK
     if args.command == "report":
         from daskcap.report import build_report
 

@@ -38,7 +38,9 @@ from daskcap.engines.base import resolve_backend
 from daskcap.engines.host import current_host, worker_stats
 from daskcap.engines.weights import check_available
 from daskcap.stages._params import Checks
+from daskcap.prompts import ENHANCE_PROMPTS
 from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationStage, caption_windows, enhance_windows
+from daskcap.stages.check import CaptionCheckStage, check_windows, flag_counts
 from daskcap.stages.clip import FixedStrideClipStage, make_clips
 from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
 from daskcap.stages.preview import PreviewStage, make_previews
@@ -93,6 +95,14 @@ class Job:
     preview: PreviewStage | None = None
     caption: CaptionGenerationStage | None = None
     enhance: CaptionEnhancementStage | None = None
+    check: CaptionCheckStage | None = None
+
+    @property
+    def enhance_prompt(self) -> str | None:
+        """The enhancement prompt (the caption checks' language rule reads it)."""
+        if self.enhance is None:
+            return None
+        return self.enhance.prompt_text or ENHANCE_PROMPTS[self.enhance.prompt_variant]
 
     @property
     def needs_engines(self) -> bool:
@@ -164,8 +174,11 @@ def _write_partition(frame: pd.DataFrame, writer: ClipWriterStage) -> pd.DataFra
     return _write_numbered(frame, writer, frame.attrs[PARTITION])
 
 
-def _write_numbered(frame: pd.DataFrame, writer: ClipWriterStage, number: int) -> pd.DataFrame:
-    """Write one partition, then its completion marker (the last thing written)."""
+def _write_numbered(frame: pd.DataFrame, writer: ClipWriterStage, number: int, job: Job | None = None) -> pd.DataFrame:
+    """Check the captions (when ``job`` asks), write one partition, then its completion
+    marker (the last thing written)."""
+    if job is not None and job.check is not None:
+        frame = _timed(frame, "check", lambda f, p: check_windows(f, p, job.enhance_prompt), job.check)
     index = _timed(frame, "write", lambda f, p: write_windows(f, p, f"part-{number:05d}"), writer)
     if not writer.dry_run:
         OutputState(writer.output_path).mark_done(number, index, index.attrs.get(STAGE_SECONDS, {}))
@@ -373,6 +386,7 @@ def job_config(job: Job, options: ClusterOptions) -> dict:
         "preview": params_dict(job.preview),
         "caption": params_dict(job.caption),
         "enhance": params_dict(job.enhance),
+        "check": params_dict(job.check),
         "writer": params_dict(job.writer),
         "windows_per_partition": options.windows_per_partition,
     }
@@ -486,7 +500,7 @@ def _submit_model_stages(client: Client, job: Job, windows_dd, numbers: list[int
             )
             stages["enhance"].append(future)
         written.append(
-            client.submit(_write_numbered, future, job.writer, i, key=f"daskcap-write-{run}-{i}", pure=False, **on_cpu)
+            client.submit(_write_numbered, future, job.writer, i, job, key=f"daskcap-write-{run}-{i}", pure=False, **on_cpu)
         )
     return written, {name: items for name, items in stages.items() if items}
 
@@ -685,6 +699,7 @@ def run_job(
         },
         "workers": workers,
         **({"engines": _engine_totals(workers)} if job.needs_engines else {}),
+        **(flag_counts(window_index) if job.check is not None else {}),
         "config": config,
     }
     summary = redact(summary)  # no credentials from URLs in summary.json

@@ -16,6 +16,7 @@ import dataclasses
 from daskcap.graph import ClusterOptions, Job, run_job
 from daskcap.stages._params import ParamError
 from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationStage
+from daskcap.stages.check import CaptionCheckStage
 from daskcap.stages.clip import FixedStrideClipStage
 from daskcap.stages.prepare import CaptionPreparationStage
 from daskcap.stages.preview import PreviewStage
@@ -30,6 +31,7 @@ _ORDER = (
     (PreviewStage, False),
     (CaptionGenerationStage, False),
     (CaptionEnhancementStage, False),
+    (CaptionCheckStage, False),
     (ClipWriterStage, True),
 )
 
@@ -49,6 +51,7 @@ class Pipeline:
         overwrite: bool = False,
         retry_failed: bool = False,
         progress: bool = True,
+        caption_checks: bool = True,
     ):
         self.name = name
         self.description = description
@@ -59,6 +62,9 @@ class Pipeline:
         self.overwrite = overwrite
         self.retry_failed = retry_failed
         self.progress = progress
+        # Captions are checked with the default thresholds unless a CaptionCheckStage
+        # sets others or this is False.
+        self.caption_checks = caption_checks
 
     def add_stage(self, stage) -> Pipeline:
         if not any(isinstance(stage, kind) for kind, _ in _ORDER):
@@ -89,6 +95,10 @@ class Pipeline:
             )
         if CaptionEnhancementStage in found and CaptionGenerationStage not in found:
             problems.append("CaptionEnhancementStage rewrites captions: add a CaptionGenerationStage before it")
+        if CaptionCheckStage in found and CaptionGenerationStage not in found:
+            problems.append("CaptionCheckStage checks captions: add a CaptionGenerationStage before it")
+        if CaptionCheckStage in found and not self.caption_checks:
+            problems.append("a CaptionCheckStage is added but Pipeline(caption_checks=False) turns the checks off: do one or the other")
         prepare = found.get(CaptionPreparationStage)
         if PreviewStage in found and prepare is not None and not prepare.generate_previews:
             problems.append("PreviewStage needs CaptionPreparationStage(generate_previews=True) (previews are made from window mp4s)")
@@ -106,6 +116,7 @@ class Pipeline:
             preview=found.get(PreviewStage),
             caption=caption,
             enhance=found.get(CaptionEnhancementStage),
+            check=found.get(CaptionCheckStage, CaptionCheckStage() if caption is not None and self.caption_checks else None),
             writer=writer,
         )
 

@@ -115,6 +115,9 @@ _WINDOW_FIELDS = [
     ("enhance_prompt_tokens", pa.int32()),
     ("enhance_output_tokens", pa.int32()),
     ("enhance_finish_reason", pa.string()),
+    # Caption checks (daskcap.stages.check): flag names, [] when clean, null when not checked.
+    ("caption_flags", pa.list_(pa.string())),
+    ("enhance_flags", pa.list_(pa.string())),
     ("preview_path", pa.string()),
     ("preview_webp", pa.binary()),
     ("status", pa.string()),

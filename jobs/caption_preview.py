@@ -65,7 +65,8 @@ def main() -> int:
     summary = pipeline.run()
     report = build_report(args.output)
 
-    print(json.dumps({k: summary[k] for k in ("videos", "clips", "windows", "wall_s", "stage_seconds", "workers")}, indent=2))
+    shown = ("videos", "clips", "windows", "caption_flags", "enhance_flags", "wall_s", "stage_seconds", "workers")
+    print(json.dumps({k: summary[k] for k in shown if k in summary}, indent=2))
     print(f"\nOutput written to {args.output}:")
     print(f"  {args.output}/windows/   window table (Parquet)")
     print(f"  {args.output}/videos/    video table (Parquet)")

@@ -149,3 +149,21 @@ def test_ten_thousand_windows_page_and_filter(browser, run_output, tmp_path):
     browser.execute_script("document.getElementById('next').click()")
     assert browser.execute_script("return document.getElementById('page-info').textContent") == "page 1 of 1"
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+def test_the_grid_filters_by_caption_flag(browser, run_output):
+    windows = pd.read_parquet(run_output / "windows")
+    cut = int(sum("truncated" in (flags if flags is not None else []) for flags in windows["enhance_flags"]))
+    assert cut > 0  # 16 tokens cut every enhanced caption of these windows
+    _open(browser, run_output / "report" / "index.html")
+    options = browser.execute_script("return [...document.getElementById('flag-filter').options].map((o) => o.value)")
+    assert "enhanced truncated" in options
+    _set(browser, "flag-filter", "enhanced truncated")
+    assert _cards(browser) == min(cut, 48)
+    assert browser.execute_script("return [...document.querySelectorAll('#grid .badge.flag')].every((b) => b.closest('.card').textContent.includes('enhanced truncated'))")
+    _set(browser, "flag-filter", "-")
+    size = lambda flags: 0 if flags is None else len(flags)  # noqa: E731
+    unflagged = sum(size(c) + size(e) == 0 for c, e in zip(windows["caption_flags"], windows["enhance_flags"], strict=True))
+    assert _cards(browser) == min(unflagged, 48)
+    assert "flagged captions" in browser.execute_script("return document.getElementById('summary').textContent")
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []

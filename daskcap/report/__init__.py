@@ -16,13 +16,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from daskcap.stages.check import FLAGS
 from daskcap.storage import atomic_write_bytes, output_fs
 
 # The columns the page shows; bytes (mp4s, previews, model input) stay out.
 WINDOW_COLUMNS = [
     "video_path", "clip_id", "clip_index", "clip_start_s", "clip_end_s", "window_index", "start_frame", "end_frame",
     "fps", "num_sampled_frames", "preview_path", "caption", "stage1_caption", "enhanced_caption", "caption_model",
-    "enhance_model", "caption_output_tokens", "caption_finish_reason", "status", "error",
+    "enhance_model", "caption_output_tokens", "caption_finish_reason", "status", "error", "caption_flags", "enhance_flags",
 ]
 VIDEO_COLUMNS = ["video_path", "status", "error", "duration_s", "fps", "width", "height", "codec", "num_clips", "num_windows"]
 
@@ -69,8 +70,13 @@ def build_report(output_path: str) -> str:
     environment = Environment(loader=PackageLoader("daskcap.report", "templates"), autoescape=select_autoescape(["html", "j2"]))
     engine_workers = [w for w in summary.get("workers", {}).values() if w.get("engine")]
     models = sorted({m for w in engine_workers for m in w.get("model_loads", {})} | set(windows["caption_model"].dropna()) | set(windows["enhance_model"].dropna()))
+    flag_counts = {
+        flag: {what: summary[key]["by_flag"].get(flag, 0) for what, key in (("caption", "caption_flags"), ("enhanced", "enhance_flags")) if key in summary}
+        for flag in FLAGS
+    }
     html = environment.get_template("index.html.j2").render(
         summary=summary,
+        flag_counts=flag_counts if any(key in summary for key in ("caption_flags", "enhance_flags")) else {},
         stages=stages,
         max_stage_seconds=max([s for _, s in stages], default=0) or 1,
         models=models,

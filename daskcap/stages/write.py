@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # Columns of the light index returned to the client (no bytes, no frames).
 INDEX_COLUMNS = [
     "video_path", "clip_id", "clip_index", "window_index", "start_frame", "end_frame",
-    "num_sampled_frames", "preview_path", "status", "error",
+    "num_sampled_frames", "preview_path", "status", "error", "caption_flags", "enhance_flags",
 ]
 
 
