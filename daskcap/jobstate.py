@@ -94,7 +94,10 @@ class OutputState:
         if not self.fs.exists(folder):
             return set()
         names = [path.rsplit("/", 1)[-1] for path in self.fs.ls(folder, detail=False)]
-        return {int(name[5:10]) for name in names if name.startswith("part-") and name.endswith(".json")}
+        # part-00042.json, part-123456.json: the number is every digit between the two,
+        # however many (five digits is only the padding).
+        numbers = (name[len("part-") : -len(".json")] for name in names if name.startswith("part-") and name.endswith(".json"))
+        return {int(number) for number in numbers if number.isdigit()}
 
     def mark_done(self, number: int, index: pd.DataFrame, stage_seconds: dict[str, float]) -> None:
         rows = json.loads(index.to_json(orient="records"))

@@ -1,0 +1,42 @@
+"""What an output remembers for resuming: completion markers at any partition count."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from daskcap import schema
+from daskcap.jobstate import OutputState
+from daskcap.stages.write import INDEX_COLUMNS
+
+
+def test_markers_past_five_digits_are_read_whole(tmp_path):
+    state = OutputState(str(tmp_path))
+    index = schema.empty_frame(schema.WINDOW_SCHEMA)[INDEX_COLUMNS]
+    for number in (7, 10_000, 12_345, 99_999, 100_000, 123_456, 1_000_000):
+        state.mark_done(number, index, {"write": 0.1})
+    # Read as five digits, part-100000 was partition 10000 and part-123456 was 12345.
+    assert state.done_partitions() == {7, 10_000, 12_345, 99_999, 100_000, 123_456, 1_000_000}
+    frame, seconds = state.read_done(123_456)
+    assert frame.empty and seconds == {"write": 0.1}
+
+
+def test_a_resume_over_a_hundred_thousand_partitions_skips_exactly_the_finished_ones(tmp_path):
+    """120,000 partitions, markers written directly; the unfinished ones are those a
+    five-digit reading would have taken for finished ones (and a few others)."""
+    state = OutputState(str(tmp_path))
+    total = 120_000
+    unfinished = {10_000, 12_345, 100_000, 100_001, 119_999, 0, 54_321}
+    folder = tmp_path / "_daskcap" / "done"
+    folder.mkdir(parents=True)
+    marker = json.dumps({"partition": 0, "stage_seconds": {}, "windows": []})
+    for number in range(total):
+        if number not in unfinished:
+            (folder / f"part-{number:05d}.json").write_text(marker)
+    (folder / ".tmp-part-00000.json").write_text(marker)  # an interrupted write is not a marker
+    done = state.done_partitions()
+    assert len(done) == total - len(unfinished)
+    pending = [n for n in range(total) if n not in done]  # what run_job computes again
+    assert pending == sorted(unfinished)
+    assert pd.Index(sorted(done)).is_unique
