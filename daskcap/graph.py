@@ -42,6 +42,7 @@ from daskcap.prompts import ENHANCE_PROMPTS
 from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationStage, caption_windows, enhance_windows
 from daskcap.stages.check import CaptionCheckStage, check_windows, flag_counts
 from daskcap.stages.clip import FixedStrideClipStage, make_clips
+from daskcap.stages.nemo_files import PARTITION_VIDEOS, partition_videos
 from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
 from daskcap.stages.preview import PreviewStage, make_previews
 from daskcap.stages.read import VideoReaderStage, list_videos, read_videos
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 STAGE_SECONDS = schema.STAGE_SECONDS
 STAGE_USAGE = "daskcap_stage_usage"  # attrs: stage -> [CPU seconds, peak RSS bytes]
 PARTITION = "daskcap_partition"
-OUTPUT_ENTRIES = ("windows", "videos", "previews", "clips", "summary.json", "report", STATE_DIR)
+OUTPUT_ENTRIES = ("windows", "videos", "previews", "clips", "metas", "processed_videos", "processed_clip_chunks", "summary.json", "report", STATE_DIR)
 ENGINE_RESOURCE = "GPU"
 
 
@@ -185,10 +186,10 @@ def _write_numbered(frame: pd.DataFrame, writer: ClipWriterStage, number: int, j
     return index
 
 
-def _clip_group(numbered: tuple[int, pd.DataFrame]) -> pd.DataFrame:
-    number, group = numbered
+def _clip_group(numbered: tuple[int, pd.DataFrame, dict]) -> pd.DataFrame:
+    number, group, videos = numbered
     group = group.copy()
-    group.attrs = {PARTITION: number}
+    group.attrs = {PARTITION: number, PARTITION_VIDEOS: videos}
     return group
 
 
@@ -631,8 +632,11 @@ def run_job(
             for stage, value in seconds.items():
                 stage_seconds[stage] = stage_seconds.get(stage, 0.0) + value
         if pending:
+            # What NeMo's per-video files need of each video, per partition (see stages/nemo_files.py).
+            videos_of = partition_videos(clips, videos) if job.writer.write_metas and not job.writer.dry_run else {}
             windows_dd = dd.from_map(
-                _clip_group, [(n, by_number[n]) for n in pending], meta=schema.empty_frame(schema.CLIP_SCHEMA), enforce_metadata=False
+                _clip_group, [(n, by_number[n], videos_of.get(n, {})) for n in pending],
+                meta=schema.empty_frame(schema.CLIP_SCHEMA), enforce_metadata=False,
             )
             window_meta = schema.empty_frame(schema.WINDOW_SCHEMA)
             prepare = functools.partial(prepare_windows, preview=job.preview)

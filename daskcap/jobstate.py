@@ -29,7 +29,7 @@ from daskcap.storage import atomic_write_json, atomic_write_parquet, output_fs
 
 STATE_DIR = "_daskcap"
 # Settings that change no output byte: left out of the hash so they may differ on a rerun.
-_NEUTRAL_KEYS = {"verbose", "num_cpus_per_worker", "caption_batch_size", "model_batch_size"}
+_NEUTRAL_KEYS = {"verbose", "num_cpus_per_worker", "caption_batch_size", "model_batch_size", "max_workers", "log_stats"}
 
 
 def _without_neutral(value):

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 from daskcap.graph import ClusterOptions, Job, run_job
 from daskcap.stages._params import ParamError
@@ -21,12 +22,14 @@ from daskcap.stages.clip import FixedStrideClipStage
 from daskcap.stages.prepare import CaptionPreparationStage
 from daskcap.stages.preview import PreviewStage
 from daskcap.stages.read import VideoReaderStage
+from daskcap.stages.transcode import ClipTranscodingStage
 from daskcap.stages.write import ClipWriterStage
 
 # Stage kinds in the order a pipeline must list them, and whether each is required.
 _ORDER = (
     (VideoReaderStage, True),
     (FixedStrideClipStage, True),
+    (ClipTranscodingStage, False),
     (CaptionPreparationStage, True),
     (PreviewStage, False),
     (CaptionGenerationStage, False),
@@ -36,13 +39,34 @@ _ORDER = (
 )
 
 
+@dataclass(frozen=True)
+class DaskExecutor:
+    """Where ``Pipeline.run(executor)`` runs, as NeMo Curator's executors say it: the
+    Dask scheduler at ``scheduler`` (an existing cluster), or, with none, an embedded
+    cluster of ``n_workers`` CPU workers and ``engine_workers`` engine workers.
+    ``windows_per_partition`` sizes each task (and each engine call)."""
+
+    scheduler: str | None = None
+    n_workers: int | None = None
+    engine_workers: int | None = None
+    windows_per_partition: int = 8
+
+    def __post_init__(self) -> None:
+        self.cluster_options()  # the same checks as ClusterOptions, raised here
+
+    def cluster_options(self) -> ClusterOptions:
+        return ClusterOptions(self.scheduler, self.n_workers, self.engine_workers, self.windows_per_partition)
+
+
 class Pipeline:
     """An ordered list of stages, run on an embedded or existing Dask cluster."""
 
     def __init__(
         self,
         name: str,
-        description: str = "",
+        description: str | None = "",
+        stages: list | None = None,
+        config: dict | None = None,
         *,
         scheduler: str | None = None,
         n_workers: int | None = None,
@@ -53,8 +77,13 @@ class Pipeline:
         progress: bool = True,
         caption_checks: bool = True,
     ):
+        if config:
+            raise ParamError(
+                f"Pipeline(config=...) holds NeMo Curator executor settings, which daskcap does not read; got {config!r}: "
+                "set the cluster with DaskExecutor(...) or Pipeline(scheduler=..., n_workers=...)"
+            )
         self.name = name
-        self.description = description
+        self.description = description or ""
         self.stages: list = []
         self.cluster = ClusterOptions(
             scheduler=scheduler, n_workers=n_workers, engine_workers=engine_workers, windows_per_partition=windows_per_partition
@@ -65,6 +94,8 @@ class Pipeline:
         # Captions are checked with the default thresholds unless a CaptionCheckStage
         # sets others or this is False.
         self.caption_checks = caption_checks
+        for stage in stages or ():
+            self.add_stage(stage)
 
     def add_stage(self, stage) -> Pipeline:
         if not any(isinstance(stage, kind) for kind, _ in _ORDER):
@@ -109,17 +140,45 @@ class Pipeline:
         if caption is not None:
             # The engine builds pixel values in the dtype the preparation stage names.
             caption = dataclasses.replace(caption, preprocess_dtype=prepare.preprocess_dtype)
+        transcode = found.get(ClipTranscodingStage)
+        if transcode is not None:
+            prepare = dataclasses.replace(
+                prepare,
+                clip_encoder=transcode.encoder,
+                clip_encoder_threads=transcode.encoder_threads,
+                clip_use_input_bit_rate=transcode.use_input_bit_rate,
+            )
+        enhance = found.get(CaptionEnhancementStage)
+        if writer.caption_models is None or writer.enhanced_caption_models is None:
+            # NeMo's metas name captions by model; unset, they take the stages' names.
+            writer = dataclasses.replace(
+                writer,
+                caption_models=writer.caption_models if writer.caption_models is not None else ([caption.model_variant] if caption else []),
+                enhanced_caption_models=writer.enhanced_caption_models if writer.enhanced_caption_models is not None else (["qwen_lm"] if enhance else []),
+            )
         return Job(
             reader=found[VideoReaderStage],
             clipper=found[FixedStrideClipStage],
             prepare=dataclasses.replace(prepare, clip_mp4=writer.upload_clips),
             preview=found.get(PreviewStage),
             caption=caption,
-            enhance=found.get(CaptionEnhancementStage),
+            enhance=enhance,
             check=found.get(CaptionCheckStage, CaptionCheckStage() if caption is not None and self.caption_checks else None),
             writer=writer,
         )
 
-    def run(self) -> dict:
-        """Run the pipeline; return the summary that is also written to summary.json."""
-        return run_job(self.build(), self.cluster, overwrite=self.overwrite, retry_failed=self.retry_failed, progress=self.progress)
+    def run(self, executor: DaskExecutor | None = None) -> dict:
+        """Run the pipeline on ``executor``'s cluster (default: the one this pipeline was
+        made with, embedded unless ``scheduler`` was given); return the summary that is
+        also written to summary.json."""
+        if executor is None:
+            cluster = self.cluster
+        elif isinstance(executor, DaskExecutor):
+            cluster = executor.cluster_options()
+        else:
+            kind = type(executor)
+            raise TypeError(
+                f"daskcap runs pipelines on Dask: pass daskcap.DaskExecutor(scheduler=...) for an existing cluster, or "
+                f"nothing (or DaskExecutor()) for an embedded one; got {kind.__module__}.{kind.__qualname__}"
+            )
+        return run_job(self.build(), cluster, overwrite=self.overwrite, retry_failed=self.retry_failed, progress=self.progress)

@@ -60,6 +60,8 @@ VIDEO_SCHEMA = pa.schema(
         ("height", pa.int32()),
         ("num_frames", pa.int64()),
         ("frame_count_source", pa.string()),  # "header" or "counted"
+        ("pixel_format", pa.string()),
+        ("audio_codec", pa.string()),  # the first audio stream's; null without audio
         ("num_clips", pa.int32()),
         ("num_windows", pa.int32()),
     ]

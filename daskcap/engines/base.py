@@ -31,6 +31,7 @@ class EngineConfig:
     disable_mmcache: bool = False
     preprocess_dtype: str = "float32"
     batch_size: int = 16  # transformers: windows per forward pass
+    vllm_kwargs: str = ""  # JSON of vllm.LLM arguments that override daskcap's (vLLM only)
 
 
 @dataclass(frozen=True)

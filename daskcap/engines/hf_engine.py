@@ -62,6 +62,8 @@ class TransformersEngine(Engine):
                 "fp8 weights need the vLLM engine (--engine vllm on a GPU worker); "
                 "the transformers engine would silently run full precision"
             )
+        if config.vllm_kwargs:
+            log.warning("vllm_kwargs %s are vLLM settings: the transformers engine does not use them", config.vllm_kwargs)
         if self.family == "qwen3-vl":
             raise EngineError("Qwen3-VL captions need the vLLM engine; the transformers engine supports Qwen2.5-VL")
         import torch

@@ -8,6 +8,7 @@ keeps the GPU full. Request building is plain data, tested without vLLM.
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -45,7 +46,10 @@ def llm_kwargs(config: EngineConfig, model: LoadedModel) -> dict:
         kwargs["max_num_batched_tokens"] = MAX_MODEL_LEN
         kwargs["limit_mm_per_prompt"] = {"image": 0, "video": 1}
         kwargs["mm_processor_cache_gb"] = 0 if config.disable_mmcache else 4
-    # Text models keep the context length their config declares.
+    # Text models keep the context length their config declares. The user's settings win
+    # (NeMo Curator passes both and fails with a duplicate keyword).
+    if config.vllm_kwargs:
+        kwargs.update(json.loads(config.vllm_kwargs))
     return kwargs
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 
 from daskcap.engines.base import EngineError
 
-DEFAULT_CAPTION_MODELS = {"qwen": "Qwen/Qwen2.5-VL-7B-Instruct", "qwen3": "Qwen/Qwen3-VL-8B-Instruct"}
-DEFAULT_ENHANCE_MODELS = {"qwen": "Qwen/Qwen2.5-14B-Instruct"}
+# model_variant -> default weights. NeMo Curator calls Qwen2.5 "qwen2.5" since 1.3 and
+# "qwen" before (the name its docs still show): both are accepted.
+DEFAULT_CAPTION_MODELS = {"qwen": "Qwen/Qwen2.5-VL-7B-Instruct", "qwen2.5": "Qwen/Qwen2.5-VL-7B-Instruct", "qwen3": "Qwen/Qwen3-VL-8B-Instruct"}
+DEFAULT_ENHANCE_MODELS = {"qwen": "Qwen/Qwen2.5-14B-Instruct", "qwen2.5": "Qwen/Qwen2.5-14B-Instruct", "qwen3": "Qwen/Qwen3-14B"}
 
 _FAMILIES = {"qwen2_5_vl": "qwen2.5-vl", "qwen3_vl": "qwen3-vl", "qwen2": "qwen-text", "qwen3": "qwen-text"}
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import ClassVar, Protocol
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
 
 import pandas as pd
 
@@ -48,6 +49,13 @@ class _ModelStage:
         checks.number("max_output_tokens", self.max_output_tokens, 1, integer=True)
         checks.text("model", self.model, optional=True)
         checks.choice("engine", self.engine, BACKENDS)
+        if not isinstance(self.vllm_kwargs, dict) or not all(isinstance(k, str) for k in self.vllm_kwargs):
+            checks.fail(f"vllm_kwargs must be a dict of vllm.LLM keyword arguments, got {self.vllm_kwargs!r}")
+        else:
+            try:
+                json.dumps(self.vllm_kwargs)
+            except (TypeError, ValueError):
+                checks.fail(f"vllm_kwargs must hold JSON values (numbers, strings, lists, dicts), got {self.vllm_kwargs!r}")
 
     @property
     def model_name(self) -> str:
@@ -61,6 +69,8 @@ class _ModelStage:
             backend=self.engine,
             fp8=self.fp8,
             batch_size=batch_size,
+            # Hashable, so equal configs still share an engine.
+            vllm_kwargs=json.dumps(self.vllm_kwargs, sort_keys=True) if self.vllm_kwargs else "",
             **extra,
         )
 
@@ -83,8 +93,11 @@ class CaptionGenerationStage(_ModelStage):
     model: str | None = None
     engine: str = "auto"
     preprocess_dtype: str = "float32"
+    vllm_kwargs: dict[str, Any] = field(default_factory=dict)  # vllm.LLM arguments, over daskcap's own
 
     DEFAULT_MODELS: ClassVar[dict[str, str]] = DEFAULT_CAPTION_MODELS
+
+    __hash__ = object.__hash__  # a dict field: identity, not value
 
     def __post_init__(self) -> None:
         checks = Checks("CaptionGenerationStage")
@@ -113,12 +126,17 @@ class CaptionEnhancementStage(_ModelStage):
     verbose: bool = False
     model: str | None = None
     engine: str = "auto"
+    captioning_model_variant: str = "qwen2.5"  # NeMo: whose caption to enhance (daskcap has one caption per window)
+    vllm_kwargs: dict[str, Any] = field(default_factory=dict)  # vllm.LLM arguments, over daskcap's own
 
     DEFAULT_MODELS: ClassVar[dict[str, str]] = DEFAULT_ENHANCE_MODELS
+
+    __hash__ = object.__hash__  # a dict field: identity, not value
 
     def __post_init__(self) -> None:
         checks = Checks("CaptionEnhancementStage")
         self._check_model(checks, ENHANCE_MODEL_VARIANTS)
+        checks.choice("captioning_model_variant", self.captioning_model_variant, CAPTION_MODEL_VARIANTS)
         checks.choice("prompt_variant", self.prompt_variant, ENHANCE_PROMPTS)
         checks.text("prompt_text", self.prompt_text, optional=True)
         checks.number("model_batch_size", self.model_batch_size, 1, integer=True)

@@ -22,6 +22,7 @@ class FixedStrideClipStage:
     clip_stride_s: float | None = None
     min_clip_length_s: float = 2.0
     limit_clips: int = 0
+    verbose: bool = False
 
     def __post_init__(self) -> None:
         checks = Checks("FixedStrideClipStage")

@@ -24,7 +24,8 @@ from daskcap.prompts import CAPTION_PROMPTS, caption_prompt
 from daskcap.stages._params import Checks
 from daskcap.video.decode import DecodeStats, DecodeTimeout, SeekFailed, iter_clip_frames
 from daskcap.stages.preview import PreviewStage, encode_preview, preview_plan, warn_low_source
-from daskcap.video.encode import MP4_CRF, MP4_PRESET, X264_PRESETS, Mp4Writer, StreamCopy, even_size
+from daskcap.stages.transcode import H264_ENCODERS, SUPPORTED_ENCODERS, clip_codec, clip_options
+from daskcap.video.encode import MP4_CODEC, MP4_CRF, MP4_PRESET, X264_PRESETS, Mp4Writer, StreamCopy, even_size
 from daskcap.video.io import open_container
 from daskcap.video.probe import frame_rate
 from daskcap.video.windows import PIXEL_GRIDS, frame_size_for_model, num_sampled_frames, sample_indices, split_windows
@@ -62,6 +63,10 @@ class CaptionPreparationStage:
     timeout_s: float | None = 600.0  # daskcap: limit per clip (decode and encodes)
     mp4_preset: str = MP4_PRESET  # daskcap: libx264 preset of clip and window mp4s
     mp4_crf: int = MP4_CRF  # daskcap: libx264 quality target (0 lossless .. 51 worst)
+    # How the clip's own mp4 is encoded; ClipTranscodingStage sets these (see stages/transcode.py).
+    clip_encoder: str = "libx264"
+    clip_encoder_threads: int = 0  # 0: the encoder's default
+    clip_use_input_bit_rate: bool = False
 
     def __post_init__(self) -> None:
         checks = Checks("CaptionPreparationStage")
@@ -76,6 +81,8 @@ class CaptionPreparationStage:
             checks.number("timeout_s", self.timeout_s, above=0)
         checks.choice("mp4_preset", self.mp4_preset, X264_PRESETS)
         checks.number("mp4_crf", self.mp4_crf, 0, 51, integer=True)
+        checks.choice("clip_encoder", self.clip_encoder, SUPPORTED_ENCODERS)
+        checks.number("clip_encoder_threads", self.clip_encoder_threads, 0, integer=True)
         checks.done()
 
 
@@ -177,9 +184,14 @@ def _decode_clip(
         for position in window.preview_positions:
             shown[position] = shown.get(position, 0) + 1
     pieces = params.generate_previews
-    # Only the clip's mp4 (and a single window's, which is the same file) can be a copy.
-    copy = StreamCopy() if allow_copy and (params.clip_mp4 or (pieces and len(windows) == 1)) else None
-    writer = None
+    # The clip's own encoder, when it is not the windows' libx264 (ClipTranscodingStage).
+    codec = clip_codec(params.clip_encoder) if params.clip_mp4 else MP4_CODEC
+    own_clip_encoder = params.clip_mp4 and (codec != MP4_CODEC or params.clip_encoder_threads or params.clip_use_input_bit_rate)
+    # Only the clip's mp4 (and a single window's, which is the same file) can be a copy:
+    # an H.264 source stays H.264 (at its own bit rate), whatever H.264 encoder was asked for.
+    copy_ok = allow_copy and params.clip_encoder in H264_ENCODERS
+    copy = StreamCopy() if copy_ok and (params.clip_mp4 or (pieces and len(windows) == 1)) else None
+    writer = clip_writer = None
     # Scalers kept between frames (frame.reformat would set one up per call).
     sampler, shrinker = VideoReformatter(), VideoReformatter()
     try:
@@ -193,16 +205,24 @@ def _decode_clip(
                         copy.stop()  # a rotated source must be turned upright: encode it
                         copy = None
                     # A clip made of one window is its own mp4; a copied clip needs no encoding.
-                    whole = params.clip_mp4 and copy is None and not (len(windows) == 1 and pieces)
+                    whole = params.clip_mp4 and copy is None and not (len(windows) == 1 and pieces) and not own_clip_encoder
                     cut = pieces and not (copy is not None and len(windows) == 1)
                     if whole or cut:
                         cuts = [w.start for w in windows]
                         options = {"preset": params.mp4_preset, "crf": str(params.mp4_crf)}
                         writer = Mp4Writer(frame.width, frame.height, rate, cuts, whole=whole, pieces=cut, options=options)
+                    if own_clip_encoder and copy is None:
+                        bit_rate = (stream.bit_rate or stream.container.bit_rate or None) if params.clip_use_input_bit_rate else None
+                        options = clip_options(codec, params.clip_encoder_threads, bit_rate)
+                        if codec == MP4_CODEC:
+                            options.update(preset=params.mp4_preset, **({} if bit_rate else {"crf": str(params.mp4_crf)}))
+                        clip_writer = Mp4Writer(frame.width, frame.height, rate, whole=True, options=options, codec=codec)
                 if position >= len(window_of):
                     continue  # more frames than planned: the caller re-plans
                 if writer is not None:
                     writer.add(frame)
+                if clip_writer is not None:
+                    clip_writer.add(frame)
                 window = windows[window_of[position]]
                 if position in wanted:
                     image = sampler.reformat(frame, window.width, window.height, format="yuv420p", interpolation=RESIZE_INTERPOLATION)
@@ -212,6 +232,8 @@ def _decode_clip(
             if stats.frames != len(window_of):
                 return stats, None  # the caller re-plans
             clip_bytes, window_bytes = writer.finish() if writer is not None else (None, [])
+            if clip_writer is not None:
+                clip_bytes, _ = clip_writer.finish()
             if copy is not None:
                 clip_bytes = copy.finish() if not (stats.corrupt_packets or stats.stream_cut) else None
                 if clip_bytes is None:
@@ -225,8 +247,9 @@ def _decode_clip(
     except (ValueError, MemoryError) as exc:
         raise _ClipFailed(schema.ENCODE_FAILED, f"{type(exc).__name__}: {exc}") from exc
     finally:
-        if writer is not None:
-            writer.abort()  # no-op once finished
+        for encoder in (writer, clip_writer):
+            if encoder is not None:
+                encoder.abort()  # no-op once finished
         if copy is not None:
             copy.stop()
     for window, mp4 in zip(windows, window_bytes):

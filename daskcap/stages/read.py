@@ -44,7 +44,7 @@ class VideoReaderStage:
     """
 
     input_video_path: str
-    video_limit: int = -1
+    video_limit: int | None = -1  # None (NeMo's default), -1 or 0: all
     verbose: bool = False
     timeout_s: float | None = 600.0  # daskcap: per-video limit for probing
     video_extensions: tuple[str, ...] = VIDEO_EXTENSIONS  # daskcap: what a directory is searched for
@@ -55,7 +55,8 @@ class VideoReaderStage:
         if not self.video_extensions:
             checks.fail("video_extensions must name at least one extension, e.g. .mp4")
         checks.text("input_video_path", self.input_video_path)
-        checks.number("video_limit", self.video_limit, integer=True)
+        if self.video_limit is not None:
+            checks.number("video_limit", self.video_limit, integer=True)
         if self.timeout_s is not None:
             checks.number("timeout_s", self.timeout_s, above=0)
         checks.done()
@@ -97,7 +98,7 @@ def list_videos(params: VideoReaderStage) -> pd.DataFrame:
     if "://" not in source:
         paths = [os.path.abspath(p) if "://" not in p else p for p in paths]
     paths = sorted(dict.fromkeys(paths))
-    if params.video_limit > 0:
+    if params.video_limit is not None and params.video_limit > 0:
         paths = paths[: params.video_limit]
     return pd.DataFrame({"video_path": pd.Series(paths, dtype=schema.empty_frame(schema.VIDEO_SCHEMA)["video_path"].dtype)})
 
@@ -126,6 +127,8 @@ def read_videos(paths: pd.DataFrame, params: VideoReaderStage) -> pd.DataFrame:
                 height=info.height,
                 num_frames=info.num_frames,
                 frame_count_source=info.frame_count_source,
+                pixel_format=info.pixel_format,
+                audio_codec=info.audio_codec,
             )
             if params.verbose:
                 log.info("%s: %s %dx%d %.3f fps %d frames", path, info.codec, info.width, info.height, info.fps, info.num_frames)

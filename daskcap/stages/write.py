@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from daskcap import schema
 from daskcap.stages._params import Checks
+from daskcap.stages.nemo_files import write_nemo_files
 from daskcap.storage import atomic_write_bytes, atomic_write_parquet, output_fs
 
 log = logging.getLogger(__name__)
@@ -35,23 +36,71 @@ INDEX_COLUMNS = [
 
 @dataclass(frozen=True)
 class ClipWriterStage:
-    """Where and what to write. ``upload_clips`` writes ``clips/<clip_id>.mp4``;
-    ``dry_run`` writes nothing; ``write_model_input`` (daskcap) keeps the
-    sampled frames in the window table (large: off by default)."""
+    """Where and what to write, with NeMo Curator's arguments. ``upload_clips`` writes
+    ``clips/<clip_id>.mp4``; ``dry_run`` writes nothing; ``caption_models`` and
+    ``enhanced_caption_models`` name the captions in ``metas/v0`` (``<model>_caption``;
+    by default the caption stage's variant and ``qwen_lm``); ``input_path`` is what
+    ``processed_videos/`` names are relative to. ``write_metas`` (daskcap) writes
+    NeMo's JSON files beside the tables; ``write_model_input`` (daskcap) keeps the
+    sampled frames in the window table (large: off by default). Embeddings are not
+    made: ``generate_embeddings`` must be False."""
 
     output_path: str
     input_path: str | None = None
     upload_clips: bool = True
     dry_run: bool = False
+    generate_embeddings: bool = False
     generate_previews: bool = True
     generate_captions: bool = False
-    write_model_input: bool = False
+    embedding_algorithm: str = "cosmos-embed1"
+    caption_models: tuple[str, ...] | None = None
+    enhanced_caption_models: tuple[str, ...] | None = None
     verbose: bool = False
+    max_workers: int = 6
+    log_stats: bool = False
+    write_metas: bool = True
+    write_model_input: bool = False
 
     def __post_init__(self) -> None:
         checks = Checks("ClipWriterStage")
         checks.text("output_path", self.output_path)
+        if self.generate_embeddings:
+            checks.fail("generate_embeddings=True: daskcap makes no embeddings (Cosmos-Embed1 is not part of it); pass False")
+        for name in ("caption_models", "enhanced_caption_models"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, str) or not all(isinstance(m, str) and m for m in value):
+                checks.fail(f"{name} must be a list of model names such as ['qwen2.5'], got {value!r}")
+            else:
+                object.__setattr__(self, name, tuple(value))
+        checks.number("max_workers", self.max_workers, 1, integer=True)
         checks.done()
+
+    # NeMo Curator's output layout, as its users' tools find it.
+    @staticmethod
+    def get_output_path_clips(output_path: str, *, filtered: bool = False) -> str:
+        return _under(output_path, "filtered_clips" if filtered else "clips")
+
+    @staticmethod
+    def get_output_path_previews(output_path: str) -> str:
+        return _under(output_path, "previews")
+
+    @staticmethod
+    def get_output_path_metas(output_path: str, version: str) -> str:
+        return _under(output_path, f"metas/{version}")
+
+    @staticmethod
+    def get_output_path_processed_videos(output_path: str) -> str:
+        return _under(output_path, "processed_videos")
+
+    @staticmethod
+    def get_output_path_processed_clip_chunks(output_path: str) -> str:
+        return _under(output_path, "processed_clip_chunks")
+
+
+def _under(output_path: str, folder: str) -> str:
+    return output_path.rstrip("/") + "/" + folder.strip("/")
 
 
 def preview_relpath(clip_id: str, start_frame: int, end_frame: int) -> str:
@@ -81,6 +130,8 @@ def write_windows(windows: pd.DataFrame, params: ClipWriterStage, part_name: str
         if params.upload_clips and window.clip_mp4 is not None and not params.dry_run:
             atomic_write_bytes(fs, f"{root}/{clip_relpath(window.clip_id)}", window.clip_mp4)
     windows["preview_path"] = pd.Series(preview_paths, index=windows.index, dtype=windows["preview_path"].dtype)
+    if params.write_metas and not params.dry_run and len(windows):
+        write_nemo_files(windows, params, fs, root)
     if not params.dry_run and len(windows):
         table = schema.to_table(windows, window_table_schema(params))
         atomic_write_parquet(fs, f"{root}/windows/{part_name}.parquet", table)

@@ -46,13 +46,20 @@ class Mp4Writer:
         whole: bool = True,
         pieces: bool = False,
         options: dict[str, str] | None = None,
+        codec: str = MP4_CODEC,
     ):
         if not cuts or cuts[0] != 0 or list(cuts) != sorted(set(cuts)):
             raise ValueError(f"cuts must start at 0 and increase, got {list(cuts)}")
         self._rate = rate
         self._cuts = list(cuts)
         self._width, self._height = even_size(width, height)
-        self._options = {**MP4_OPTIONS, **(options or {}), "forced-idr": "1"}
+        self._codec = codec
+        if codec == MP4_CODEC:
+            self._options = {**MP4_OPTIONS, **(options or {}), "forced-idr": "1"}
+            if "b" in (options or {}):
+                self._options.pop("crf")  # a bit rate, not a quality target
+        else:  # the clip encoders of ClipTranscodingStage (one piece: no cut needs an IDR)
+            self._options = dict(options or {})
         self._stream: av.video.stream.VideoStream | None = None
         self._whole = _Mp4Buffer() if whole else None
         self._want_pieces = pieces
@@ -67,7 +74,7 @@ class Mp4Writer:
 
     def add(self, frame: av.VideoFrame) -> None:
         if self._stream is None:
-            self._stream = self._encoder_home.container.add_stream(MP4_CODEC, rate=self._rate)
+            self._stream = self._encoder_home.container.add_stream(self._codec, rate=self._rate)
             self._stream.width, self._stream.height = self._width, self._height
             self._stream.pix_fmt = "yuv420p"
             self._stream.options = dict(self._options)

@@ -34,6 +34,8 @@ class VideoInfo:
     height: int
     num_frames: int
     frame_count_source: str  # "header" or "counted"
+    pixel_format: str | None = None
+    audio_codec: str | None = None  # the first audio stream's, None without audio
 
 
 def _header_is_trustworthy(header_frames: int, duration_s: float, fps: float) -> bool:
@@ -149,6 +151,9 @@ def probe(path: str, timeout_s: float | None = None) -> VideoInfo:
                 raise ProbeError(schema.READ_FAILED, "the video stream has no decodable frames")
             width, height = width or first.width, height or first.height
             container_name = container.format.name
+            pixel_format = first.format.name
+            audio = container.streams.audio
+            audio_codec = audio[0].codec_context.name if audio and audio[0].codec_context is not None else None
     except ProbeError:
         raise
     except FileNotFoundError as exc:
@@ -189,4 +194,6 @@ def probe(path: str, timeout_s: float | None = None) -> VideoInfo:
         height=height,
         num_frames=num_frames,
         frame_count_source=source,
+        pixel_format=pixel_format,
+        audio_codec=audio_codec,
     )

@@ -78,7 +78,7 @@ QWEN2_5_VL = PixelGrid(factor=28, min_pixels=128 * 28 * 28, max_pixels=768 * 28 
 QWEN3_VL = PixelGrid(factor=32, min_pixels=128 * 32 * 32, max_pixels=768 * 32 * 32, total_pixels=24576 * 32 * 32)
 
 # model_variant (the reference's captioning algorithm) -> pixel grid.
-PIXEL_GRIDS = {"qwen": QWEN2_5_VL, "qwen3": QWEN3_VL}
+PIXEL_GRIDS = {"qwen": QWEN2_5_VL, "qwen2.5": QWEN2_5_VL, "qwen3": QWEN3_VL}
 
 
 def frame_size_for_model(height: int, width: int, num_frames: int, grid: PixelGrid = QWEN2_5_VL) -> tuple[int, int]:
