@@ -60,7 +60,7 @@ def _run_parser(subparsers) -> argparse.ArgumentParser:  # noqa: PLR0915 (one fl
     g = p.add_argument_group("captions (CaptionGenerationStage)")
     g.add_argument("--generate-captions", action=argparse.BooleanOptionalAction, default=False, help="caption every window with a vision-language model")
     g.add_argument("--model-dir", default="models", help="folder of <org>/<name> model weights; missing hub models are downloaded here once per node")
-    g.add_argument("--captioning-algorithm", choices=sorted(DEFAULT_CAPTION_MODELS), default="qwen", help="caption model family: qwen (Qwen2.5-VL) or qwen3 (Qwen3-VL, vLLM only)")
+    g.add_argument("--captioning-algorithm", choices=sorted(DEFAULT_CAPTION_MODELS), default="qwen", help="caption model family: qwen or qwen2.5 (Qwen2.5-VL; NeMo Curator's old and new names) or qwen3 (Qwen3-VL, vLLM only)")
     g.add_argument("--captioning-model", default=None, help="HF id or local path of the caption model (default: the algorithm's, e.g. Qwen/Qwen2.5-VL-7B-Instruct); implies --generate-captions")
     g.add_argument("--captioning-batch-size", type=int, default=16, help="windows per forward pass of the transformers engine (vLLM takes the whole partition at once)")
     g.add_argument("--captioning-use-fp8-weights", action="store_true", help="fp8 weights (vLLM engine only)")
@@ -71,7 +71,7 @@ def _run_parser(subparsers) -> argparse.ArgumentParser:  # noqa: PLR0915 (one fl
 
     g = p.add_argument_group("enhanced captions (CaptionEnhancementStage)")
     g.add_argument("--enhance-captions", action="store_true", help="rewrite each caption with a text LLM")
-    g.add_argument("--enhance-captions-algorithm", choices=sorted(DEFAULT_ENHANCE_MODELS), default="qwen", help="enhancement model family")
+    g.add_argument("--enhance-captions-algorithm", choices=sorted(DEFAULT_ENHANCE_MODELS), default="qwen", help="enhancement model family: qwen or qwen2.5 (Qwen2.5-14B) or qwen3 (Qwen3-14B)")
     g.add_argument("--enhance-captions-model", default=None, help="HF id or local path of the text model (default: Qwen/Qwen2.5-14B-Instruct)")
     g.add_argument("--enhance-captions-batch-size", type=int, default=128, help="captions per forward pass of the transformers engine")
     g.add_argument("--enhance-captions-use-fp8-weights", action="store_true", help="fp8 weights (vLLM engine only)")
@@ -95,6 +95,7 @@ def _run_parser(subparsers) -> argparse.ArgumentParser:  # noqa: PLR0915 (one fl
     g = p.add_argument_group("output")
     g.add_argument("--upload-clips", action=argparse.BooleanOptionalAction, default=True, help="write each clip's mp4 to OUTPUT/clips/")
     g.add_argument("--write-model-input", action="store_true", help="keep the sampled frames (model input) in the window table; large")
+    g.add_argument("--write-metas", action=argparse.BooleanOptionalAction, default=True, help="also write NeMo Curator's JSON: metas/v0/<clip_id>.json, processed_videos/, processed_clip_chunks/")
     g.add_argument("--overwrite", action="store_true", help="start over: replace an existing output (by default a rerun with the same settings resumes it)")
     g.add_argument("--retry-failed", action="store_true", help="rerun into an earlier output, reprocessing only the videos and windows that failed")
     g.add_argument("--dry-run", action="store_true", help="process everything, write nothing")
@@ -294,6 +295,7 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
         generate_previews=args.generate_previews,
         generate_captions=wants_captions(args),
         write_model_input=args.write_model_input,
+        write_metas=args.write_metas,
         verbose=args.verbose,
     )
     if problems:

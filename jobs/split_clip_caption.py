@@ -4,14 +4,16 @@ Accepts the flags of NeMo Curator's ``video_split_clip_example.py`` that apply
 to daskcap, with their defaults, so a NeMo user's command works with only the
 script name changed::
 
-    python jobs/split_clip_caption.py --video-dir videos/ --output-clip-path out/ \\
+    python jobs/split_clip_caption.py --video-dir videos/ --output-path out/ \\
         --splitting-algorithm fixed_stride --fixed-stride-split-duration 10.0 \\
         --generate-previews --generate-captions --no-generate-embeddings
 
-Flags for features daskcap does not have (TransNetV2 splitting, transcoding
-settings, motion and aesthetic filters, embeddings) are refused with a message
-rather than ignored. daskcap's own options (--scheduler, --n-workers,
---engine, --engine-workers, --overwrite) are accepted too.
+``--output-path`` (NeMo's name since 1.2) and ``--output-clip-path`` (before) both
+work. The transcode flags set how clip mp4s are encoded (ClipTranscodingStage).
+Flags for features daskcap does not have (TransNetV2 splitting, motion and
+aesthetic filters, embeddings) are refused with a message rather than ignored.
+daskcap's own options (--scheduler, --n-workers, --engine, --engine-workers,
+--overwrite, --no-write-metas) are accepted too.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import os
 import sys
 
 from daskcap import (
+    ClipTranscodingStage,
     ClipWriterStage,
-    FixedStrideClipStage,
+    FixedStrideExtractorStage,
     Pipeline,
     PreviewStage,
-    VideoReaderStage,
+    VideoReader,
 )
+from daskcap.stages.transcode import SUPPORTED_ENCODERS
 from daskcap.cli import model_stages, preparation_stage, wants_captions
 from daskcap.graph import JobError
 from daskcap.stages._params import ParamError
@@ -35,9 +39,7 @@ from daskcap.stages._params import ParamError
 UNSUPPORTED = {
     "--transnetv2-frame-decoder-mode": True, "--transnetv2-threshold": True, "--transnetv2-min-length-s": True,
     "--transnetv2-max-length-s": True, "--transnetv2-max-length-mode": True, "--transnetv2-crop-s": True,
-    "--transnetv2-gpu-memory-gb": True, "--transcode-cpus-per-worker": True, "--transcode-encoder": True,
-    "--transcode-encoder-threads": True, "--transcode-ffmpeg-batch-size": True, "--transcode-use-hwaccel": False,
-    "--transcode-use-input-video-bit-rate": False, "--clip-re-chunk-size": True, "--motion-filter": True,
+    "--transnetv2-gpu-memory-gb": True, "--motion-filter": True,
     "--motion-global-mean-threshold": True, "--motion-per-patch-min-256-threshold": True,
     "--motion-decode-target-fps": True, "--motion-decode-target-duration-ratio": True,
     "--motion-decode-cpus-per-worker": True, "--motion-score-batch-size": True, "--motion-score-gpus-per-worker": True,
@@ -55,7 +57,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(unsupported=[])
     p.add_argument("--video-dir", required=True, help="input videos: directory, glob, Parquet list; local or fsspec URL")
-    p.add_argument("--output-clip-path", required=True, help="output directory")
+    output = p.add_mutually_exclusive_group(required=True)
+    output.add_argument("--output-path", dest="output_path", help="output directory")
+    output.add_argument("--output-clip-path", dest="output_path", help="output directory (NeMo Curator's name before 1.2)")
     p.add_argument("--model-dir", default="./models", help="model weights folder (<org>/<name>)")
     p.add_argument("--video-limit", type=int, default=None, help="read at most this many videos")
     p.add_argument("--verbose", action="store_true")
@@ -65,13 +69,21 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixed-stride-split-duration", type=float, default=10.0)
     p.add_argument("--fixed-stride-min-clip-length-s", type=float, default=2.0)
     p.add_argument("--limit-clips", type=int, default=0)
+    p.add_argument("--transcode-cpus-per-worker", type=float, default=6.0, help="accepted; daskcap sizes workers at the cluster level")
+    p.add_argument("--transcode-encoder", choices=SUPPORTED_ENCODERS, default="h264_nvenc",
+                   help="clip mp4 encoder: h264_nvenc and libopenh264 fall back to libx264 where the worker lacks them")
+    p.add_argument("--transcode-encoder-threads", type=int, default=1)
+    p.add_argument("--transcode-ffmpeg-batch-size", type=int, default=16, help="accepted; daskcap sizes tasks with --windows-per-partition")
+    p.add_argument("--transcode-use-hwaccel", action="store_true", help="refused: daskcap decodes on the CPU")
+    p.add_argument("--transcode-use-input-video-bit-rate", action="store_true", help="encode clips at the source's bit rate")
+    p.add_argument("--clip-re-chunk-size", type=int, default=32, help="accepted; daskcap's chunks are its partitions")
     p.add_argument("--no-generate-embeddings", dest="generate_embeddings", action="store_false",
                    help="daskcap computes no embeddings; pass this to say you do not expect them")
     p.add_argument("--generate-previews", action="store_true")
     p.add_argument("--preview-target-fps", type=float, default=1)
     p.add_argument("--preview-target-height", type=int, default=240)
     p.add_argument("--generate-captions", action="store_true")
-    p.add_argument("--captioning-algorithm", default="qwen")
+    p.add_argument("--captioning-algorithm", default="qwen2.5", help="qwen2.5 (also qwen, its old name) or qwen3")
     p.add_argument("--captioning-window-size", type=int, default=256)
     p.add_argument("--captioning-remainder-threshold", type=int, default=128)
     p.add_argument("--captioning-prompt-variant", default="default")
@@ -86,7 +98,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--captioning-max-output-tokens", type=int, default=512)
     p.add_argument("--captioning-use-vllm-mmcache", action="store_true")
     p.add_argument("--enhance-captions", action="store_true")
-    p.add_argument("--enhance-captions-algorithm", default="qwen")
+    p.add_argument("--enhance-captions-algorithm", default="qwen2.5", help="qwen2.5 (also qwen) or qwen3")
     p.add_argument("--enhance-captions-batch-size", type=int, default=128)
     p.add_argument("--enhance-captions-use-fp8-weights", action="store_true")
     p.add_argument("--enhance-captions-max-output-tokens", type=int, default=512)
@@ -101,14 +113,18 @@ def make_parser() -> argparse.ArgumentParser:
     daskcap_own.add_argument("--engine", default="auto")
     daskcap_own.add_argument("--engine-workers", type=int, default=None)
     daskcap_own.add_argument("--overwrite", action="store_true")
+    daskcap_own.add_argument("--no-write-metas", dest="write_metas", action="store_false",
+                             help="do not write NeMo's metas/, processed_videos/ and processed_clip_chunks/ JSON")
     for flag, takes_value in UNSUPPORTED.items():
         p.add_argument(flag, action=_Refuse, nargs=1 if takes_value else 0, help=argparse.SUPPRESS)
     return p
 
 
 def build(args: argparse.Namespace) -> Pipeline:
-    problems = [f"{flag}: daskcap has no such feature (it splits by fixed stride, encodes H.264 in process, and "
-                "does not filter or embed); remove the flag" for flag in dict.fromkeys(args.unsupported)]
+    problems = [f"{flag}: daskcap has no such feature (it splits by fixed stride and does not filter or embed); "
+                "remove the flag" for flag in dict.fromkeys(args.unsupported)]
+    if args.transcode_use_hwaccel:
+        problems.append("--transcode-use-hwaccel: daskcap decodes with PyAV on the CPU; remove the flag")
     if args.splitting_algorithm != "fixed_stride":
         problems.append(f"--splitting-algorithm {args.splitting_algorithm}: only fixed_stride is available in daskcap")
     if args.enhanced_caption_models != "qwen_lm":
@@ -123,12 +139,25 @@ def build(args: argparse.Namespace) -> Pipeline:
         engine_workers=args.engine_workers,
         overwrite=args.overwrite,
     )
-    pipeline.add_stage(VideoReaderStage(input_video_path=args.video_dir, video_limit=args.video_limit or -1, verbose=args.verbose))
+    pipeline.add_stage(VideoReader(input_video_path=args.video_dir, video_limit=args.video_limit, verbose=args.verbose))
     pipeline.add_stage(
-        FixedStrideClipStage(
+        FixedStrideExtractorStage(
             clip_len_s=args.fixed_stride_split_duration,
+            clip_stride_s=args.fixed_stride_split_duration,
             min_clip_length_s=args.fixed_stride_min_clip_length_s,
             limit_clips=args.limit_clips,
+        )
+    )
+    pipeline.add_stage(
+        ClipTranscodingStage(
+            num_cpus_per_worker=args.transcode_cpus_per_worker,
+            encoder=args.transcode_encoder,
+            encoder_threads=args.transcode_encoder_threads,
+            encode_batch_size=args.transcode_ffmpeg_batch_size,
+            use_hwaccel=args.transcode_use_hwaccel,
+            use_input_bit_rate=args.transcode_use_input_video_bit_rate,
+            num_clips_per_chunk=args.clip_re_chunk_size,
+            verbose=args.verbose,
         )
     )
     pipeline.add_stage(preparation_stage(args))  # the --captioning-* flags have daskcap run's names
@@ -140,12 +169,15 @@ def build(args: argparse.Namespace) -> Pipeline:
         pipeline.add_stage(stage)
     pipeline.add_stage(
         ClipWriterStage(
-            output_path=args.output_clip_path,
+            output_path=args.output_path,
             input_path=args.video_dir,
             upload_clips=args.upload_clips,
             dry_run=args.dry_run,
             generate_previews=args.generate_previews,
             generate_captions=captions,
+            caption_models=[args.captioning_algorithm],
+            enhanced_caption_models=[args.enhanced_caption_models],
+            write_metas=args.write_metas,
             verbose=args.verbose,
         )
     )
@@ -169,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     except (JobError, FileNotFoundError) as exc:
         print(f"split_clip_caption: error: {exc}", file=sys.stderr)
         return 2
-    print(f"windows: {summary['windows']}  output: {args.output_clip_path}")
+    print(f"windows: {summary['windows']}  output: {args.output_path}")
     return 1 if summary["failed_partitions"] else 0
 
 
