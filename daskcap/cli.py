@@ -105,6 +105,7 @@ def _run_parser(subparsers) -> argparse.ArgumentParser:  # noqa: PLR0915 (one fl
     g.add_argument("--scheduler", default=os.environ.get("DASK_SCHEDULER_ADDRESS"), help="address of an existing Dask scheduler (default: $DASK_SCHEDULER_ADDRESS, else an embedded cluster)")
     g.add_argument("--n-workers", type=int, default=None, help="worker processes of the embedded cluster (default: one per core)")
     g.add_argument("--windows-per-partition", type=int, default=8, help="caption windows per task; bounds memory per task")
+    g.add_argument("--videos-per-shard", type=int, default=1000, help="videos listed, probed and planned together; the client keeps only each shard's counts (a resume keeps the first run's shards)")
 
     g = p.add_argument_group("display")
     g.add_argument("--verbose", action="store_true", help="log per-video and per-clip details")
@@ -242,6 +243,7 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
             n_workers=args.n_workers,
             engine_workers=args.engine_workers,
             windows_per_partition=args.windows_per_partition,
+            videos_per_shard=args.videos_per_shard,
             overwrite=args.overwrite,
             retry_failed=args.retry_failed,
             progress=not args.quiet,

@@ -1,64 +1,53 @@
-"""The one module that knows about Dask: it wires the stages into a graph and runs it.
+"""Jobs and clusters: what a job is, where it runs, and ``run_job``, which runs it.
 
-read -> clip run as ``map_partitions`` over video rows; the client then packs
-clips into partitions bounded by their window count (so memory per task does
-not grow with video length); prepare -> preview run as fused
-``map_partitions`` over those. Without captions, write is fused in too.
-With captions, the prepared partitions are computed on CPU workers and each
-is submitted to the model stages with ``resources={"GPU": 1}`` (annotations
-on ``map_partitions`` are ignored by the dataframe backend), so they run only
-on engine workers, each of which keeps its engines loaded (engines/host.py);
-write then runs back on CPU workers. Each partition returns only a light
-index of its windows plus per-stage seconds (in ``DataFrame.attrs``), which
-the client merges into the video table and ``summary.json``.
+The work itself is streamed shard by shard (``daskcap/stream.py``) through the
+tasks that run on workers (``daskcap/tasks.py``): read -> clip over pieces of a
+shard, its clips packed into partitions bounded by their window count (so
+memory per task does not grow with video length), prepare -> preview (->
+caption -> enhance on engine workers, which keep their engines loaded, see
+engines/host.py) -> write per partition, and the shard's videos table at its
+end. The client keeps only each shard's counts, which it merges into
+``summary.json``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import math
 import os
 import re
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import dask
-import dask.dataframe as dd
 import pandas as pd
-from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster, as_completed
+from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
 
-from daskcap import schema
 from daskcap.engines.base import resolve_backend
-from daskcap.engines.host import current_host, worker_stats
+from daskcap.engines.host import worker_stats
 from daskcap.engines.weights import check_available
-from daskcap.stages._params import Checks
-from daskcap.prompts import ENHANCE_PROMPTS
-from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationStage, caption_windows, enhance_windows
-from daskcap.stages.check import CaptionCheckStage, check_windows, flag_counts
-from daskcap.stages.clip import FixedStrideClipStage, make_clips
-from daskcap.stages.nemo_files import PARTITION_VIDEOS, partition_videos
-from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
-from daskcap.stages.preview import PreviewStage, make_previews
-from daskcap.stages.read import VideoReaderStage, list_videos, read_videos
-from daskcap.stages.write import INDEX_COLUMNS, ClipWriterStage, finish_videos, write_videos, write_windows
-from daskcap.meter import measure, process_peak_rss
 from daskcap.jobstate import STATE_DIR, OutputState, config_hash, params_dict
+from daskcap.meter import process_peak_rss
+from daskcap.prompts import ENHANCE_PROMPTS
+from daskcap.stages._params import Checks
+from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationStage
+from daskcap.stages.check import CaptionCheckStage
+from daskcap.stages.clip import FixedStrideClipStage
+from daskcap.stages.prepare import CaptionPreparationStage
+from daskcap.stages.preview import PreviewStage
+from daskcap.stages.read import VideoReaderStage, list_videos
+from daskcap.stages.write import ClipWriterStage
 from daskcap.storage import atomic_write_json, output_fs, redact
-from daskcap.video.windows import split_windows
+from daskcap.stream import Progress, StreamRunner
+from daskcap.tasks import ENGINE_RESOURCE, add_usage, caption_task, enhance_task, plan_partitions  # noqa: F401 (re-exported)
+
+# The worker tasks under their earlier names, for code that imported them from here.
+_caption_task, _enhance_task = caption_task, enhance_task
 
 log = logging.getLogger(__name__)
 
-STAGE_SECONDS = schema.STAGE_SECONDS
-STAGE_USAGE = "daskcap_stage_usage"  # attrs: stage -> [CPU seconds, peak RSS bytes]
-PARTITION = "daskcap_partition"
 OUTPUT_ENTRIES = ("windows", "videos", "previews", "clips", "metas", "processed_videos", "processed_clip_chunks", "summary.json", "report", STATE_DIR)
-ENGINE_RESOURCE = "GPU"
 
 
 class JobError(RuntimeError):
@@ -77,6 +66,7 @@ class ClusterOptions:
     n_workers: int | None = None  # embedded cluster CPU workers; default one per core
     engine_workers: int | None = None  # embedded engine workers; default one per GPU, else 1
     windows_per_partition: int = 8
+    videos_per_shard: int = 1000  # the unit the client keeps track of; a resume keeps the first run's
 
     def __post_init__(self) -> None:
         checks = Checks("cluster")
@@ -84,6 +74,7 @@ class ClusterOptions:
             if getattr(self, name) is not None:
                 checks.number(name, getattr(self, name), 1, integer=True)
         checks.number("windows_per_partition", self.windows_per_partition, 1, integer=True)
+        checks.number("videos_per_shard", self.videos_per_shard, 1, integer=True)
         checks.done()
 
 
@@ -108,119 +99,6 @@ class Job:
     @property
     def needs_engines(self) -> bool:
         return self.caption is not None or self.enhance is not None
-
-
-@dataclass
-class _Progress:
-    """Progress bars, one per stage, fed by task completions (off with --quiet)."""
-
-    enabled: bool
-
-    def announce(self, message: str) -> None:
-        if self.enabled:
-            print(message, file=sys.stderr, flush=True)
-
-    def track(self, futures: list, description: str, stages: dict[str, list] | None = None) -> Iterator:
-        """Yield ``futures`` as they finish; ``stages`` are earlier steps shown as their own bars."""
-        stages = {**(stages or {}), description: futures}
-        if not self.enabled:
-            yield from as_completed(futures)
-            return
-        from tqdm.auto import tqdm
-
-        bars = {
-            name: tqdm(total=len(items), desc=f"{name:>8}", unit="part", position=i, leave=True, dynamic_ncols=True)
-            for i, (name, items) in enumerate(stages.items())
-        }
-        stage_of = {future.key: name for name, items in stages.items() for future in items}
-        try:
-            for future in as_completed([f for items in stages.values() for f in items]):
-                bars[stage_of[future.key]].update(1)
-                if stage_of[future.key] == description:
-                    yield future
-        finally:
-            for bar in bars.values():
-                bar.close()
-
-
-def _timed(frame: pd.DataFrame, stage: str, function: Callable, params: Any) -> pd.DataFrame:
-    """Run one stage on a partition, adding its seconds to the frame's attrs.
-
-    A stage that does another stage's work on the way (prepare builds the
-    previews) reports those seconds in its result's attrs: they go to that stage.
-    """
-    seconds = dict(frame.attrs.get(STAGE_SECONDS, {}))
-    usage = {name: list(value) for name, value in frame.attrs.get(STAGE_USAGE, {}).items()}
-    with measure() as used:
-        result = function(frame, params)
-    wall, cpu = used.wall_s, used.cpu_s
-    for inner, (inner_wall, inner_cpu) in result.attrs.get(schema.LENT_SECONDS, {}).items():
-        seconds[inner] = seconds.get(inner, 0.0) + inner_wall
-        _add_usage(usage, inner, inner_cpu, used.peak_rss)
-        wall, cpu = wall - inner_wall, cpu - inner_cpu
-    seconds[stage] = seconds.get(stage, 0.0) + wall
-    _add_usage(usage, stage, cpu, used.peak_rss)
-    result.attrs = {**frame.attrs, STAGE_SECONDS: seconds, STAGE_USAGE: usage}
-    return result
-
-
-def _add_usage(usage: dict[str, list], stage: str, cpu_s: float, peak_rss: int) -> None:
-    """CPU seconds add up; peak RSS is the highest seen."""
-    total = usage.setdefault(stage, [0.0, 0])
-    total[0] += cpu_s
-    total[1] = max(total[1], peak_rss)
-
-
-def _write_partition(frame: pd.DataFrame, writer: ClipWriterStage) -> pd.DataFrame:
-    return _write_numbered(frame, writer, frame.attrs[PARTITION])
-
-
-def _write_numbered(frame: pd.DataFrame, writer: ClipWriterStage, number: int, job: Job | None = None) -> pd.DataFrame:
-    """Check the captions (when ``job`` asks), write one partition, then its completion
-    marker (the last thing written)."""
-    if job is not None and job.check is not None:
-        frame = _timed(frame, "check", lambda f, p: check_windows(f, p, job.enhance_prompt), job.check)
-    index = _timed(frame, "write", lambda f, p: write_windows(f, p, f"part-{number:05d}"), writer)
-    if not writer.dry_run:
-        OutputState(writer.output_path).mark_done(number, index, index.attrs.get(STAGE_SECONDS, {}))
-    return index
-
-
-def _clip_group(numbered: tuple[int, pd.DataFrame, dict]) -> pd.DataFrame:
-    number, group, videos = numbered
-    group = group.copy()
-    group.attrs = {PARTITION: number, PARTITION_VIDEOS: videos}
-    return group
-
-
-def _caption_task(frame: pd.DataFrame, params: CaptionGenerationStage, drop_model_input: bool) -> pd.DataFrame:
-    """On an engine worker: caption one partition with this worker's persistent engine."""
-    host = current_host()
-    handle = host.handle(params.engine_config())
-    with host.serving:
-        result = _timed(frame, "caption", lambda f, p: caption_windows(f, p, handle), params)
-    host.count(partitions_captioned=1, windows_captioned=int(result["caption"].notna().sum()))
-    return _drop_model_input(result) if drop_model_input else result
-
-
-def _enhance_task(frame: pd.DataFrame, params: CaptionEnhancementStage) -> pd.DataFrame:
-    host = current_host()
-    handle = host.handle(params.engine_config())
-    with host.serving:
-        result = _timed(frame, "enhance", lambda f, p: enhance_windows(f, p, handle), params)
-    host.count(windows_enhanced=int(result["enhanced_caption"].notna().sum()))
-    return result
-
-
-def _drop_model_input(frame: pd.DataFrame) -> pd.DataFrame:
-    """Sampled frames are not needed after captioning: do not ship them back."""
-    frame = frame.copy()
-    frame["sampled_frames"] = None
-    return frame
-
-
-def _index_meta() -> pd.DataFrame:
-    return schema.empty_frame(schema.WINDOW_SCHEMA)[INDEX_COLUMNS]
 
 
 def _visible_gpus() -> list[str]:
@@ -341,27 +219,6 @@ def check_cluster(client: Client, options: ClusterOptions, needs_engines: bool) 
     return problems
 
 
-def plan_partitions(clips: pd.DataFrame, prepare: CaptionPreparationStage, windows_per_partition: int, n_workers: int) -> list[pd.DataFrame]:
-    """Pack consecutive clips into partitions of at most ``windows_per_partition``
-    expected windows (a bigger clip stays alone), with enough partitions to keep
-    every worker busy."""
-    if clips.empty:
-        return []
-    weights = [
-        max(1, len(split_windows(int(n), prepare.window_size, prepare.remainder_threshold)))
-        for n in clips["num_frames"]
-    ]
-    target = max(1, min(windows_per_partition, math.ceil(sum(weights) / (2 * n_workers))))
-    groups, start, load = [], 0, 0
-    for i, weight in enumerate(weights):
-        if load and load + weight > target:
-            groups.append(clips.iloc[start:i])
-            start, load = i, 0
-        load += weight
-    groups.append(clips.iloc[start:])
-    return [group.reset_index(drop=True) for group in groups]
-
-
 def prepare_output(writer: ClipWriterStage, overwrite: bool) -> None:
     """Refuse to mix a new run into files that are not a run to resume, unless told to overwrite them."""
     if writer.dry_run:
@@ -411,34 +268,6 @@ def check_models(job: Job, options: ClusterOptions) -> list[str]:
     return problems
 
 
-def _sum_seconds(frames: list[pd.DataFrame], into: dict[str, float], usage: dict[str, list] | None = None, only: str | None = None) -> None:
-    """Add up the partitions' stage seconds (and CPU seconds and peak RSS into ``usage``)."""
-    for frame in frames:
-        for stage, seconds in frame.attrs.get(STAGE_SECONDS, {}).items():
-            if only in (None, stage):
-                into[stage] = into.get(stage, 0.0) + seconds
-        for stage, (cpu_s, peak_rss) in frame.attrs.get(STAGE_USAGE, {}).items():
-            if usage is not None and only in (None, stage):
-                _add_usage(usage, stage, cpu_s, peak_rss)
-
-
-def _gather(
-    futures: list, progress: _Progress, description: str, stages: dict[str, list] | None = None
-) -> tuple[list, list[tuple[int, BaseException]]]:
-    """Results in partition order; a failed partition is reported, not fatal."""
-    position = {future.key: i for i, future in enumerate(futures)}
-    results: list = [None] * len(futures)
-    failures = []
-    for future in progress.track(futures, description, stages):
-        i = position[future.key]
-        if future.status == "error":
-            failures.append((i, future.exception()))
-        else:
-            results[i] = future.result()
-        future.release()
-    return results, failures
-
-
 def _worker_summary(before: dict, after: dict, engine_workers: list[str]) -> dict:
     """Per worker: its counters' growth during this job (model loads and load seconds per
     model, windows, generations, tokens, engine seconds) and its GPU as it reports it."""
@@ -476,83 +305,37 @@ def _engine_totals(workers: dict) -> dict:
     return totals
 
 
-def _submit_model_stages(client: Client, job: Job, windows_dd, numbers: list[int], cpu: list[str]) -> tuple[list, dict[str, list]]:
-    """Prepared partitions on CPU workers, model stages on engine workers, write on CPU workers.
-
-    Returns the write futures and, for the progress display, each earlier stage's futures.
-    """
-    on_cpu = {"workers": cpu or None, "allow_other_workers": not cpu}
-    prepared = client.compute(windows_dd.to_delayed(), **on_cpu)
-    run = uuid.uuid4().hex[:8]  # fresh keys: reused keys keep their old placement
-    drop_input = not job.writer.write_model_input
-    written = []
-    stages: dict[str, list] = {"prepare": list(prepared), "caption": [], "enhance": []}
-    for i, partition in zip(numbers, prepared, strict=True):
-        future = partition
-        if job.caption is not None:
-            future = client.submit(
-                _caption_task, future, job.caption, drop_input,
-                resources={ENGINE_RESOURCE: 1}, key=f"daskcap-caption-{run}-{i}", pure=False,
-            )
-            stages["caption"].append(future)
-        if job.enhance is not None:
-            future = client.submit(
-                _enhance_task, future, job.enhance, resources={ENGINE_RESOURCE: 1}, key=f"daskcap-enhance-{run}-{i}", pure=False
-            )
-            stages["enhance"].append(future)
-        written.append(
-            client.submit(_write_numbered, future, job.writer, i, job, key=f"daskcap-write-{run}-{i}", pure=False, **on_cpu)
-        )
-    return written, {name: items for name, items in stages.items() if items}
 
 
-def _probe(
-    client: Client, job: Job, paths: pd.DataFrame, n_workers: int, tracker: _Progress, usage: dict[str, list] | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """read -> clip over ``paths``: video rows, clip rows, and the stages' seconds (CPU and memory into ``usage``)."""
-    videos_dd = dd.from_pandas(paths, npartitions=max(1, min(len(paths), 4 * n_workers)), sort=False)
-    videos_dd = videos_dd.map_partitions(_timed, "read", read_videos, job.reader, meta=schema.empty_frame(schema.VIDEO_SCHEMA))
-    clips_dd = videos_dd.map_partitions(_timed, "clip", make_clips, job.clipper, meta=schema.empty_frame(schema.CLIP_SCHEMA))
-    video_parts = videos_dd.to_delayed(optimize_graph=False)
-    clip_parts = clips_dd.to_delayed(optimize_graph=False)
-    parts, failures = _gather(client.compute(video_parts + clip_parts), tracker, "probe")
-    if failures:
-        raise JobError(f"probing failed: {failures[0][1]!r}") from failures[0][1]
-    video_frames, clip_frames = parts[: len(video_parts)], parts[len(video_parts) :]
-    seconds: dict[str, float] = {}
-    _sum_seconds(video_frames, seconds, usage)
-    # Clip partitions carry their read seconds too: take only "clip" from them.
-    _sum_seconds(clip_frames, seconds, usage, only="clip")
-    videos = pd.concat(video_frames, ignore_index=True)
-    clips = pd.concat(clip_frames, ignore_index=True)
-    videos.attrs.clear()
-    clips.attrs.clear()
-    return videos, clips, seconds
+def _merge(stats: list[dict]) -> dict:
+    """One summary's counts from the shards' counts."""
+    total: dict = {"videos": {}, "windows": {}, "clips": 0, "partitions": 0, "partitions_computed": 0, "failed_partitions": [],
+                   "stage_seconds": {}, "stage_usage": {}}
+    flags: dict = {}
+    for shard in stats:
+        for kind in ("videos", "windows"):
+            for status, n in shard[kind]["by_status"].items():
+                total[kind][status] = total[kind].get(status, 0) + n
+        for name in ("clips", "partitions", "partitions_computed"):
+            total[name] += shard[name]
+        total["failed_partitions"] += shard["failed_partitions"]
+        for stage, seconds in shard["stage_seconds"].items():
+            total["stage_seconds"][stage] = total["stage_seconds"].get(stage, 0.0) + seconds
+        for stage, (cpu_s, peak) in shard["stage_usage"].items():
+            add_usage(total["stage_usage"], stage, cpu_s, peak)
+        for key in ("caption_flags", "enhance_flags"):
+            if key in shard:
+                merged = flags.setdefault(key, {"checked": 0, "flagged": 0, "by_flag": {}})
+                merged["checked"] += shard[key]["checked"]
+                merged["flagged"] += shard[key]["flagged"]
+                for flag, n in shard[key]["by_flag"].items():
+                    merged["by_flag"][flag] = merged["by_flag"].get(flag, 0) + n
+    total["flags"] = flags
+    return total
 
 
-def _number_partitions(clips: pd.DataFrame, groups: list[pd.DataFrame], first: int) -> pd.DataFrame:
-    """The clip rows with the partition number each belongs to."""
-    numbered = [group.assign(partition=first + i) for i, group in enumerate(groups)]
-    return pd.concat(numbered, ignore_index=True) if numbered else clips.assign(partition=pd.Series(dtype="int64"))
-
-
-def _retry_failed(client, job: Job, state: OutputState, videos, clips, n_workers, plan_over, options, tracker) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Forget the failures of an earlier run: unreadable videos are probed again
-    (their new clips get new partitions) and partitions with failed windows lose
-    their completion marker."""
-    retry = videos["status"].isin(schema.READ_STATUSES)
-    if retry.any():
-        again, new_clips, _ = _probe(client, job, videos.loc[retry, ["video_path"]].reset_index(drop=True), n_workers, tracker)
-        videos = pd.concat([videos[~retry], again], ignore_index=True)
-        first = int(clips["partition"].max()) + 1 if len(clips) else 0
-        groups = plan_partitions(new_clips, job.prepare, options.windows_per_partition, plan_over)
-        clips = pd.concat([clips, _number_partitions(new_clips, groups, first)], ignore_index=True)
-        state.save_plan(videos, clips)
-    for number in sorted(state.done_partitions()):
-        index, _ = state.read_done(number)
-        if (index["status"] != schema.OK).any():
-            state.clear_done(number)
-    return videos, clips
+def _shards(paths: pd.DataFrame, videos_per_shard: int) -> list[pd.DataFrame]:
+    return [paths.iloc[i : i + videos_per_shard].reset_index(drop=True) for i in range(0, len(paths), videos_per_shard)]
 
 
 def run_job(
@@ -561,8 +344,8 @@ def run_job(
     """Run ``job`` to completion and return its summary (also in summary.json).
 
     A rerun into the same output with the same configuration resumes: only
-    partitions without a completion marker are computed. ``retry_failed``
-    also recomputes what failed before.
+    shards and partitions without a completion mark are computed.
+    ``retry_failed`` also recomputes what failed before.
     """
     started = time.time()
     problems = check_models(job, options)
@@ -578,17 +361,17 @@ def run_job(
             f"this one {job_hash}); rerun with the same settings to resume it, pass --overwrite to start over, "
             "or choose another output"
         )
-    resuming = previous is not None and state.has_plan()
+    resuming = previous is not None and state.has_listing()
     if retry_failed and not resuming:
         raise UsageError(f"--retry-failed needs an earlier run of the same job in {job.writer.output_path}; there is none")
-    paths = None
+    shards: list[pd.DataFrame] = []
     if not resuming:
         paths = list_videos(job.reader)
         if paths.empty:
             raise UsageError(f"no videos found in {job.reader.input_video_path} (extensions: {' '.join(job.reader.video_extensions)})")
-    tracker = _Progress(progress)
-    stage_seconds: dict[str, float] = {}
-    stage_usage: dict[str, list] = {}  # stages computed in this run: [CPU seconds, peak RSS]
+        shards = _shards(paths, options.videos_per_shard)
+        del paths
+    tracker = Progress(progress)
     connecting = time.time()
     with connect(options, job.needs_engines) as client:
         cluster_start_s = time.time() - connecting
@@ -603,99 +386,58 @@ def run_job(
         plan_over = max(1, len(engine_workers)) if job.needs_engines else n_workers
         tracker.announce(f"daskcap: dashboard {client.dashboard_link}")
         stats_before = client.run(worker_stats) if job.needs_engines else {}
-
         if resuming:
-            videos, clips = state.load_plan()
-            stage_seconds.update(previous.get("probe_seconds", {}))
+            count = state.listing_info()["shards"]
             tracker.announce(f"daskcap: resuming the run in {job.writer.output_path}")
-            if retry_failed:
-                videos, clips = _retry_failed(client, job, state, videos, clips, n_workers, plan_over, options, tracker)
         else:
             if previous is None:
                 prepare_output(job.writer, overwrite)
-            videos, clips, probe_seconds = _probe(client, job, paths, n_workers, tracker, stage_usage)
-            stage_seconds.update(probe_seconds)
-            groups = plan_partitions(clips, job.prepare, options.windows_per_partition, plan_over)
-            clips = _number_partitions(clips, groups, 0)
+            count = len(shards)
             if state is not None:
-                state.write_job({"config_hash": job_hash, "probe_seconds": probe_seconds, "config": redact(config)})
-                state.save_plan(videos, clips)
-
-        numbers = sorted(int(n) for n in clips["partition"].dropna().unique()) if len(clips) else []
-        done = state.done_partitions() if state is not None else set()
-        pending = [n for n in numbers if n not in done]
-        by_number = {n: group.drop(columns="partition").reset_index(drop=True) for n, group in clips.groupby("partition")}
-        index_parts, partition_failures = [], []
-        for number in sorted(done & set(numbers)):
-            index, seconds = state.read_done(number)
-            index_parts.append(index)
-            for stage, value in seconds.items():
-                stage_seconds[stage] = stage_seconds.get(stage, 0.0) + value
-        if pending:
-            # What NeMo's per-video files need of each video, per partition (see stages/nemo_files.py).
-            videos_of = partition_videos(clips, videos) if job.writer.write_metas and not job.writer.dry_run else {}
-            windows_dd = dd.from_map(
-                _clip_group, [(n, by_number[n], videos_of.get(n, {})) for n in pending],
-                meta=schema.empty_frame(schema.CLIP_SCHEMA), enforce_metadata=False,
+                state.write_job({"config_hash": job_hash, "config": redact(config)})
+                state.save_listing(shards)
+        runner = StreamRunner(
+            client, job, cpu_workers=cpu_workers, engine_workers=engine_workers,
+            windows_per_partition=options.windows_per_partition, plan_over=plan_over, retry_failed=retry_failed, progress=tracker,
+        )
+        try:
+            stats = runner.run(
+                list(range(count)),
+                paths_of=lambda n: shards[n] if shards else state.load_listing(n),
+                finished_of=lambda n: state.shard(n).finished() if state is not None else None,
+                saved_plan=lambda n: resuming and state.shard(n).has_plan(),
             )
-            window_meta = schema.empty_frame(schema.WINDOW_SCHEMA)
-            prepare = functools.partial(prepare_windows, preview=job.preview)
-            windows_dd = windows_dd.map_partitions(_timed, "prepare", prepare, job.prepare, meta=window_meta)
-            if job.preview is not None:
-                windows_dd = windows_dd.map_partitions(_timed, "preview", make_previews, job.preview, meta=window_meta)
-            if job.needs_engines:
-                futures, earlier = _submit_model_stages(client, job, windows_dd, pending, cpu_workers)
-                results, failures = _gather(futures, tracker, "write", earlier)
-            else:
-                # prepare -> preview -> write fuse into one task per partition.
-                index_dd = windows_dd.map_partitions(_write_partition, job.writer, meta=_index_meta())
-                results, failures = _gather(client.compute(index_dd.to_delayed()), tracker, "windows")
-            new_parts = [r for r in results if r is not None]
-            _sum_seconds(new_parts, stage_seconds, stage_usage)
-            index_parts += new_parts
-            for i, exc in failures:
-                number = pending[i]
-                log.error("partition %d failed: %r", number, exc)
-                partition_failures.append(
-                    {"partition": number, "error": repr(exc), "videos": sorted(set(by_number[number]["video_path"]))}
-                )
-        window_index = pd.concat(index_parts, ignore_index=True) if index_parts else _index_meta()
+        finally:
+            tracker.close()
         workers = _worker_summary(stats_before, client.run(worker_stats), engine_workers) if job.needs_engines else {}
         if not job.needs_engines:
             workers = {address: {"engine": False} for address in cpu_workers}
         for address, peak in client.run(process_peak_rss).items():
             workers.setdefault(address, {})["peak_rss_mb"] = round(peak / 2**20, 1)
 
-    window_index = window_index.sort_values(["video_path", "clip_index", "window_index"], kind="stable", ignore_index=True)
-    videos = finish_videos(videos, window_index, clips)
-    for failure in partition_failures:
-        hit = videos["video_path"].isin(failure["videos"])
-        # Windows of the video may have come out of other partitions.
-        some_windows = videos["num_windows"] > 0
-        videos.loc[hit & some_windows, "status"] = schema.PARTIAL
-        videos.loc[hit & ~some_windows, "status"] = schema.TASK_FAILED
-        videos.loc[hit, "error"] = f"a task processing this video failed: {failure['error']}"
-    videos = videos.sort_values("video_path", ignore_index=True)
-    write_videos(videos, job.writer)
+    total = _merge(stats)
     wall_s = time.time() - started
+    windows_total = sum(total["windows"].values())
     summary = {
         "input": job.reader.input_video_path,
         "output": job.writer.output_path,
         "config_hash": job_hash,
         "wall_s": round(wall_s, 3),
         "resumed": resuming,
-        "partitions_computed": len(pending),
-        "videos": {"total": len(videos), "by_status": videos["status"].value_counts().to_dict()},
-        "clips": {"total": len(clips)},
-        "windows": {"total": len(window_index), "by_status": window_index["status"].value_counts().to_dict()},
-        "windows_per_s": round(len(window_index) / wall_s, 3) if wall_s > 0 else None,
-        "stage_seconds": {stage: round(seconds, 3) for stage, seconds in stage_seconds.items()},
+        "partitions_computed": total["partitions_computed"],
+        "videos": {"total": sum(total["videos"].values()), "by_status": total["videos"]},
+        "clips": {"total": total["clips"]},
+        "windows": {"total": windows_total, "by_status": total["windows"]},
+        "windows_per_s": round(windows_total / wall_s, 3) if wall_s > 0 else None,
+        "stage_seconds": {stage: round(seconds, 3) for stage, seconds in total["stage_seconds"].items()},
         # This run's partitions only (a resumed run does not repeat the finished ones).
-        "stage_cpu_seconds": {stage: round(cpu_s, 3) for stage, (cpu_s, _) in stage_usage.items()},
-        "stage_peak_rss_mb": {stage: round(peak / 2**20, 1) for stage, (_, peak) in stage_usage.items()},
+        "stage_cpu_seconds": {stage: round(cpu_s, 3) for stage, (cpu_s, _) in total["stage_usage"].items()},
+        "stage_peak_rss_mb": {stage: round(peak / 2**20, 1) for stage, (_, peak) in total["stage_usage"].items()},
         "cluster_start_s": round(cluster_start_s, 3),
-        "partitions": len(numbers),
-        "failed_partitions": partition_failures,
+        "shards": count,
+        "partitions": total["partitions"],
+        "most_partitions_in_flight": runner.most_in_flight,
+        "failed_partitions": total["failed_partitions"],
         "cluster": {
             "scheduler": options.scheduler or "embedded",
             "cpu_workers": len(cpu_workers),
@@ -703,7 +445,7 @@ def run_job(
         },
         "workers": workers,
         **({"engines": _engine_totals(workers)} if job.needs_engines else {}),
-        **(flag_counts(window_index) if job.check is not None else {}),
+        **(total["flags"] if job.check is not None else {}),
         "config": config,
     }
     summary = redact(summary)  # no credentials from URLs in summary.json

@@ -1,14 +1,18 @@
 """What an output directory remembers about the job writing it, so a rerun resumes.
 
 ``OUTPUT/_daskcap/`` holds ``job.json`` (the configuration and its hash), the
-plan (probed video rows and clip rows with their partition number, written
-once), and one completion marker per finished partition
-(``done/part-NNNNN.json``, written after that partition's files and Parquet
-part are in place, carrying its light window index and stage seconds). A
-rerun with the same configuration loads the plan and computes only the
-partitions without a marker; since part files are named by partition number,
-a partition computed twice (a killed worker, a killed client) is overwritten,
-never duplicated.
+listing (the input's paths cut into shards, written once before any work), and
+per shard (``shards/NNNNN/``) its plan (probed video rows and clip rows with
+their partition number, written by the worker that planned it), one
+completion marker per finished partition (``done/part-NNNNN.json``, written
+after that partition's files and Parquet part are in place, carrying its
+light window index and stage seconds) and, once the shard's videos table is
+written, ``finished.json`` with the shard's counts. A rerun with the same
+configuration reads ``finished.json`` of each finished shard (one read per
+shard, never one per partition), and for the others loads the plan, lists
+the markers and computes only the partitions without one; since part files
+are named by shard and partition, a partition computed twice (a killed
+worker, a killed client) is overwritten, never duplicated.
 """
 
 from __future__ import annotations
@@ -66,30 +70,83 @@ class OutputState:
     def write_job(self, job: dict) -> None:
         atomic_write_json(self.fs, f"{self.dir}/job.json", job)
 
+    # --- listing -------------------------------------------------------------------------
+    # The input's paths, cut into shards once, so a resume works on the same shards.
+    def has_listing(self) -> bool:
+        return self.fs.exists(f"{self.dir}/listing/shards.json")
+
+    def save_listing(self, shards: list[pd.DataFrame]) -> None:
+        """Each shard's paths, then the count (written last: it marks a complete listing)."""
+        for number, paths in enumerate(shards):
+            table = pa.Table.from_pandas(paths[["video_path"]], preserve_index=False)
+            atomic_write_parquet(self.fs, self._listing(number), table)
+        atomic_write_json(self.fs, f"{self.dir}/listing/shards.json", {"shards": len(shards), "videos": sum(map(len, shards))})
+
+    def listing_info(self) -> dict:
+        return json.loads(self.fs.cat(f"{self.dir}/listing/shards.json"))
+
+    def load_listing(self, number: int) -> pd.DataFrame:
+        return pq.read_table(io.BytesIO(self.fs.cat(self._listing(number)))).to_pandas()
+
+    def _listing(self, number: int) -> str:
+        return f"{self.dir}/listing/shard-{number:05d}.parquet"
+
+    def shard(self, number: int) -> ShardState:
+        return ShardState(self.output_path, number)
+
+
+@dataclass
+class ShardState:
+    """``_daskcap/shards/NNNNN/`` of one shard: its plan (probed videos, clips with their
+    partition number), a completion marker per finished partition, and ``finished.json``
+    (the shard's counts) once its videos table is written."""
+
+    output_path: str
+    number: int
+
+    def __post_init__(self) -> None:
+        self.fs, root = output_fs(self.output_path)
+        self.dir = f"{root}/{STATE_DIR}/shards/{self.number:05d}"
+
     # --- plan ----------------------------------------------------------------------------
     def has_plan(self) -> bool:
         return self.fs.exists(f"{self.dir}/plan/clips.parquet")
 
-    def save_plan(self, videos: pd.DataFrame, clips: pd.DataFrame) -> None:
+    def save_plan(self, videos: pd.DataFrame, clips: pd.DataFrame, probe_seconds: dict[str, float]) -> None:
         """Videos first, clips last: the clips file marks a complete plan."""
         atomic_write_parquet(self.fs, f"{self.dir}/plan/videos.parquet", schema.to_table(videos, schema.VIDEO_SCHEMA))
+        atomic_write_json(self.fs, f"{self.dir}/plan/probe.json", {"stage_seconds": probe_seconds})
         partition = pa.array(clips["partition"].astype("int64").to_numpy())
         table = schema.to_table(clips, schema.CLIP_SCHEMA).append_column("partition", partition)
         atomic_write_parquet(self.fs, f"{self.dir}/plan/clips.parquet", table)
 
-    def load_plan(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def load_plan(self) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
         videos = schema.table_to_frame(self._read_parquet(f"{self.dir}/plan/videos.parquet"))
         clips = schema.table_to_frame(self._read_parquet(f"{self.dir}/plan/clips.parquet"))
-        return videos, clips
+        probe = json.loads(self.fs.cat(f"{self.dir}/plan/probe.json"))
+        return videos, clips, probe["stage_seconds"]
 
     def _read_parquet(self, path: str):
         return pq.read_table(io.BytesIO(self.fs.cat(path)))
+
+    # --- the finished shard --------------------------------------------------------------
+    def finished(self) -> dict | None:
+        path = f"{self.dir}/finished.json"
+        return json.loads(self.fs.cat(path)) if self.fs.exists(path) else None
+
+    def mark_finished(self, stats: dict) -> None:
+        atomic_write_json(self.fs, f"{self.dir}/finished.json", stats)
+
+    def clear_finished(self) -> None:
+        if self.fs.exists(f"{self.dir}/finished.json"):
+            self.fs.rm(f"{self.dir}/finished.json")
 
     # --- completion markers ------------------------------------------------------------------
     def _marker(self, number: int) -> str:
         return f"{self.dir}/done/part-{number:05d}.json"
 
     def done_partitions(self) -> set[int]:
+        """The finished partitions, from one listing of the shard's markers."""
         folder = f"{self.dir}/done"
         if not self.fs.exists(folder):
             return set()
@@ -110,4 +167,3 @@ class OutputState:
     def clear_done(self, number: int) -> None:
         if self.fs.exists(self._marker(number)):
             self.fs.rm(self._marker(number))
-

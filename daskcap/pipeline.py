@@ -44,18 +44,20 @@ class DaskExecutor:
     """Where ``Pipeline.run(executor)`` runs, as NeMo Curator's executors say it: the
     Dask scheduler at ``scheduler`` (an existing cluster), or, with none, an embedded
     cluster of ``n_workers`` CPU workers and ``engine_workers`` engine workers.
-    ``windows_per_partition`` sizes each task (and each engine call)."""
+    ``windows_per_partition`` sizes each task (and each engine call); ``videos_per_shard``
+    the pieces the client keeps track of."""
 
     scheduler: str | None = None
     n_workers: int | None = None
     engine_workers: int | None = None
     windows_per_partition: int = 8
+    videos_per_shard: int = 1000
 
     def __post_init__(self) -> None:
         self.cluster_options()  # the same checks as ClusterOptions, raised here
 
     def cluster_options(self) -> ClusterOptions:
-        return ClusterOptions(self.scheduler, self.n_workers, self.engine_workers, self.windows_per_partition)
+        return ClusterOptions(self.scheduler, self.n_workers, self.engine_workers, self.windows_per_partition, self.videos_per_shard)
 
 
 class Pipeline:
@@ -72,6 +74,7 @@ class Pipeline:
         n_workers: int | None = None,
         engine_workers: int | None = None,
         windows_per_partition: int = 8,
+        videos_per_shard: int = 1000,
         overwrite: bool = False,
         retry_failed: bool = False,
         progress: bool = True,
@@ -86,7 +89,8 @@ class Pipeline:
         self.description = description or ""
         self.stages: list = []
         self.cluster = ClusterOptions(
-            scheduler=scheduler, n_workers=n_workers, engine_workers=engine_workers, windows_per_partition=windows_per_partition
+            scheduler=scheduler, n_workers=n_workers, engine_workers=engine_workers, windows_per_partition=windows_per_partition,
+            videos_per_shard=videos_per_shard,
         )
         self.overwrite = overwrite
         self.retry_failed = retry_failed

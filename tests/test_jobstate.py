@@ -7,12 +7,12 @@ import json
 import pandas as pd
 
 from daskcap import schema
-from daskcap.jobstate import OutputState
+from daskcap.jobstate import OutputState, ShardState
 from daskcap.stages.write import INDEX_COLUMNS
 
 
 def test_markers_past_five_digits_are_read_whole(tmp_path):
-    state = OutputState(str(tmp_path))
+    state = ShardState(str(tmp_path), 3)
     index = schema.empty_frame(schema.WINDOW_SCHEMA)[INDEX_COLUMNS]
     for number in (7, 10_000, 12_345, 99_999, 100_000, 123_456, 1_000_000):
         state.mark_done(number, index, {"write": 0.1})
@@ -25,10 +25,10 @@ def test_markers_past_five_digits_are_read_whole(tmp_path):
 def test_a_resume_over_a_hundred_thousand_partitions_skips_exactly_the_finished_ones(tmp_path):
     """120,000 partitions, markers written directly; the unfinished ones are those a
     five-digit reading would have taken for finished ones (and a few others)."""
-    state = OutputState(str(tmp_path))
+    state = ShardState(str(tmp_path), 0)
     total = 120_000
     unfinished = {10_000, 12_345, 100_000, 100_001, 119_999, 0, 54_321}
-    folder = tmp_path / "_daskcap" / "done"
+    folder = tmp_path / "_daskcap" / "shards" / "00000" / "done"
     folder.mkdir(parents=True)
     marker = json.dumps({"partition": 0, "stage_seconds": {}, "windows": []})
     for number in range(total):
@@ -40,3 +40,18 @@ def test_a_resume_over_a_hundred_thousand_partitions_skips_exactly_the_finished_
     pending = [n for n in range(total) if n not in done]  # what run_job computes again
     assert pending == sorted(unfinished)
     assert pd.Index(sorted(done)).is_unique
+
+
+def test_a_listing_is_kept_in_shards(tmp_path):
+    state = OutputState(str(tmp_path))
+    assert not state.has_listing()
+    shards = [pd.DataFrame({"video_path": [f"v{i}.mp4" for i in range(start, start + 3)]}) for start in (0, 3)]
+    state.save_listing(shards)
+    assert state.has_listing() and state.listing_info() == {"shards": 2, "videos": 6}
+    assert state.load_listing(1)["video_path"].tolist() == ["v3.mp4", "v4.mp4", "v5.mp4"]
+    shard = state.shard(1)
+    assert shard.finished() is None
+    shard.mark_finished({"videos": {"total": 3}})
+    assert shard.finished() == {"videos": {"total": 3}}
+    shard.clear_finished()
+    assert shard.finished() is None

@@ -179,8 +179,9 @@ def finish_videos(videos: pd.DataFrame, window_index: pd.DataFrame, clips: pd.Da
     return videos
 
 
-def write_videos(videos: pd.DataFrame, params: ClipWriterStage) -> None:
+def write_videos(videos: pd.DataFrame, params: ClipWriterStage, part_name: str = "part-00000") -> None:
+    """One part of the videos table (a shard's videos)."""
     if params.dry_run:
         return
     fs, root = output_fs(params.output_path)
-    atomic_write_parquet(fs, f"{root}/videos/part-00000.parquet", schema.to_table(videos, schema.VIDEO_SCHEMA))
+    atomic_write_parquet(fs, f"{root}/videos/{part_name}.parquet", schema.to_table(videos, schema.VIDEO_SCHEMA))

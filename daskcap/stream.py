@@ -1,0 +1,226 @@
+"""The streaming runner: a job in bounded pieces, however large its input.
+
+The client lists the input and cuts it into shards of ``videos_per_shard`` paths.
+Shards are planned on workers a little ahead of need (probe tasks over pieces
+of the shard, then ``plan_shard``, see ``daskcap/tasks.py``); the plan stays on
+the worker, and only its list of partitions comes back. Partitions are
+submitted as slots free up, so at most ``max_in_flight`` partitions exist at
+once: a few per CPU worker without models; with models, a few per engine
+worker, so preparation runs just ahead of the engines and no further. When a
+shard's partitions are all written, ``finish_shard`` writes its videos table
+on a worker and returns its counts, which are all the client keeps of it.
+The scheduler's task count and the client's memory stay flat as the input grows.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+from distributed import Client, as_completed
+
+from daskcap import tasks
+
+log = logging.getLogger(__name__)
+
+SHARDS_AHEAD = 2  # shards planned ahead of the one whose partitions run
+
+
+@dataclass
+class _Shard:
+    number: int
+    plan: object  # the future of its ShardPlan
+    queue: deque = field(default_factory=deque)  # partitions not yet submitted
+    running: int = 0
+    written: list = field(default_factory=list)  # futures of this run's partition indexes
+    failures: list = field(default_factory=list)
+
+
+class Progress:
+    """Progress bars: videos probed, partitions written, shards finished (off with --quiet)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bars: dict = {}
+
+    def announce(self, message: str) -> None:
+        if self.enabled:
+            print(message, file=sys.stderr, flush=True)
+
+    def grow(self, name: str, total: int) -> None:
+        if not self.enabled:
+            return
+        if name not in self.bars:
+            from tqdm.auto import tqdm
+
+            self.bars[name] = tqdm(total=0, desc=f"{name:>10}", unit="", position=len(self.bars), leave=True, dynamic_ncols=True)
+        self.bars[name].total += total
+        self.bars[name].refresh()
+
+    def step(self, name: str, n: int = 1) -> None:
+        if self.enabled and name in self.bars:
+            self.bars[name].update(n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+class StreamRunner:
+    """Runs a job's shards on ``client``; ``run`` returns each shard's counts."""
+
+    def __init__(
+        self,
+        client: Client,
+        job,
+        *,
+        cpu_workers: list[str],
+        engine_workers: list[str],
+        windows_per_partition: int,
+        plan_over: int,
+        retry_failed: bool,
+        progress: Progress,
+    ):
+        self.client = client
+        self.job = job
+        self.on_cpu = {"workers": cpu_workers or None, "allow_other_workers": not cpu_workers}
+        self.windows_per_partition = windows_per_partition
+        self.plan_over = plan_over
+        self.retry_failed = retry_failed
+        self.progress = progress
+        n_cpu = max(1, len(cpu_workers) or len(engine_workers))
+        # Partitions in flight: with models, a few per engine worker (the engines set the
+        # pace); without, a few per CPU worker.
+        self.max_in_flight = max(2, 4 * len(engine_workers)) if job.needs_engines else max(2, 2 * n_cpu)
+        self.probe_pieces = 4 * n_cpu
+        self.run_id = uuid.uuid4().hex[:8]  # fresh keys: reused keys keep their old placement
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    def _key(self, *parts) -> str:
+        return "-".join(["daskcap", *map(str, parts), self.run_id])
+
+    # --- shards ----------------------------------------------------------------------------------
+
+    def _plan(self, number: int, paths: pd.DataFrame | None, saved: bool):
+        """The future of shard ``number``'s plan: probed and planned, or loaded when an earlier run saved it."""
+        job, submit = self.job, self.client.submit
+        if saved:
+            return submit(tasks.load_shard_plan, number, job, self.windows_per_partition, self.plan_over, self.retry_failed,
+                          key=self._key("plan", number), pure=False, **self.on_cpu)
+        size = max(1, -(-len(paths) // self.probe_pieces))
+        probes = [
+            submit(tasks.probe_chunk, paths.iloc[i : i + size].reset_index(drop=True), job, key=self._key("probe", number, i), pure=False, **self.on_cpu)
+            for i in range(0, len(paths), size)
+        ]
+        return submit(tasks.plan_shard, number, job, self.windows_per_partition, self.plan_over, *probes,
+                      key=self._key("plan", number), pure=False, **self.on_cpu)
+
+    def _submit_partition(self, shard: _Shard, partition: int):
+        job, submit = self.job, self.client.submit
+        group = submit(tasks.shard_group, shard.plan, partition, key=self._key("group", shard.number, partition), pure=False, **self.on_cpu)
+        if not job.needs_engines:  # prepare -> preview -> write, one task
+            return submit(tasks.prepare_and_write_task, group, job, key=self._key("windows", shard.number, partition), pure=False, **self.on_cpu)
+        future = submit(tasks.prepare_task, group, job, key=self._key("prepare", shard.number, partition), pure=False, **self.on_cpu)
+        engine = {"resources": {tasks.ENGINE_RESOURCE: 1}, "pure": False}
+        if job.caption is not None:
+            future = submit(tasks.caption_task, future, job.caption, not job.writer.write_model_input,
+                            key=self._key("caption", shard.number, partition), **engine)
+        if job.enhance is not None:
+            future = submit(tasks.enhance_task, future, job.enhance, key=self._key("enhance", shard.number, partition), **engine)
+        return submit(tasks.write_task, future, job, key=self._key("write", shard.number, partition), pure=False, **self.on_cpu)
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def run(self, shard_numbers: list[int], paths_of: Callable[[int], pd.DataFrame], finished_of: Callable[[int], dict | None],
+            saved_plan: Callable[[int], bool]) -> list[dict]:
+        """Each shard's counts, in shard order. ``paths_of(n)``: shard n's listing;
+        ``finished_of(n)``: its counts when an earlier run finished it; ``saved_plan(n)``:
+        whether an earlier run saved its plan."""
+        stats: dict[int, dict] = {}
+        waiting = deque(shard_numbers)
+        planning: dict[str, int] = {}  # outline future key -> shard
+        active: dict[int, _Shard] = {}
+        roles: dict[str, tuple] = {}  # future key -> ("outline" | "partition" | "finish", shard, partition)
+        events = as_completed()
+
+        def plan_ahead() -> None:
+            while waiting and len(planning) + sum(1 for s in active.values() if s.queue) < SHARDS_AHEAD:
+                number = waiting.popleft()
+                finished = finished_of(number)
+                if finished is not None and not (self.retry_failed and _has_failures(finished)):
+                    stats[number] = finished
+                    continue
+                plan = self._plan(number, None if saved_plan(number) else paths_of(number), saved_plan(number))
+                outline = self.client.submit(tasks.shard_outline, plan, key=self._key("outline", number), pure=False)
+                active[number] = _Shard(number, plan)
+                roles[outline.key] = ("outline", number, None)
+                planning[outline.key] = number
+                events.add(outline)
+
+        def fill() -> None:
+            for shard in sorted(active.values(), key=lambda s: s.number):
+                while shard.queue and self.in_flight < self.max_in_flight:
+                    partition = shard.queue.popleft()
+                    future = self._submit_partition(shard, partition)
+                    roles[future.key] = ("partition", shard.number, partition)
+                    shard.running += 1
+                    self.in_flight += 1
+                    self.most_in_flight = max(self.most_in_flight, self.in_flight)
+                    events.add(future)
+
+        def finish(shard: _Shard) -> None:
+            future = self.client.submit(tasks.finish_shard, shard.plan, self.job, shard.failures, *shard.written,
+                                        key=self._key("finish", shard.number), pure=False, **self.on_cpu)
+            roles[future.key] = ("finish", shard.number, None)
+            events.add(future)
+
+        plan_ahead()
+        fill()
+        if not roles:
+            return [stats[n] for n in shard_numbers]
+        for future in events:
+            role, number, partition = roles.pop(future.key)
+            shard = active.get(number)
+            if role == "outline":
+                del planning[future.key]
+                if future.status == "error":
+                    raise future.exception()  # a shard that cannot be planned is a bug: stop with it
+                outline = future.result()
+                self.progress.grow("videos", outline["videos"])
+                self.progress.step("videos", outline["videos"])
+                self.progress.grow("partitions", len(outline["pending"]))
+                shard.queue.extend(outline["pending"])
+                if not shard.queue:
+                    finish(shard)
+            elif role == "partition":
+                shard.running -= 1
+                self.in_flight -= 1
+                self.progress.step("partitions")
+                if future.status == "error":
+                    error = future.exception()
+                    log.error("shard %d partition %d failed: %r", number, partition, error)
+                    shard.failures.append({"partition": partition, "error": repr(error)})
+                else:
+                    shard.written.append(future)  # its index stays on the worker until the shard finishes
+                if not shard.queue and not shard.running:
+                    finish(shard)
+            else:  # finish
+                if future.status == "error":
+                    raise future.exception()
+                stats[number] = future.result()
+                del active[number]
+            plan_ahead()
+            fill()
+        return [stats[n] for n in shard_numbers]
+
+
+
+def _has_failures(stats: dict) -> bool:
+    ok = "ok"
+    return any(status != ok for status in stats["videos"]["by_status"]) or any(status != ok for status in stats["windows"]["by_status"])
