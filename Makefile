@@ -11,7 +11,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.daskcap-installed
 NEMO_VENV := .venv-nemo
 
-.PHONY: demo test test-vllm bench bench-quick venv samples tiny-models browser clean
+.PHONY: demo test test-vllm bench bench-quick bench-scale venv samples tiny-models browser clean
 
 venv: $(STAMP)
 
@@ -78,6 +78,11 @@ bench: $(STAMP) $(NEMO_VENV)/.installed
 # The same at 1/20 of the long videos' length: a few minutes.
 bench-quick: $(STAMP) $(NEMO_VENV)/.installed
 	$(BIN)/python benchmarks/run.py --quick --nemo-python $(NEMO_VENV)/bin/python
+
+# Jobs of many videos (benchmarks/scale.py): 2,000 and 20,000 small videos end to
+# end, 1,000,000 through the bookkeeping with stand-in work, a slow engine.
+bench-scale: $(STAMP) tiny-models
+	$(BIN)/python benchmarks/scale.py --out benchmarks/results/$$(date +%F)-scale.json
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) $(NEMO_VENV) output data .pytest_cache

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import random
@@ -23,6 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from record import save  # noqa: E402 (benchmarks/, the script's own folder)
 
 from daskcap import schema  # noqa: E402
 from daskcap.stages.check import CaptionCheckStage, check_windows, count_flags  # noqa: E402
@@ -138,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  floor (lower + split): {figures['floor_captions_per_cpu_s']:>10,} captions/s")
     print(f"  every check:           {figures['checks_captions_per_cpu_s']:>10,} captions/s  ({figures['checks_over_floor']}x the floor's time)")
     print("  flags: " + ", ".join(f"{n} {flag}" for flag, n in figures["flags"]["by_flag"].items()))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
+    save(args.out, record)
     return 0
 
 

@@ -396,6 +396,7 @@ def run_job(
             if state is not None:
                 state.write_job({"config_hash": job_hash, "config": redact(config)})
                 state.save_listing(shards)
+                shards = []  # read back a shard at a time: the client does not hold the listing
         runner = StreamRunner(
             client, job, cpu_workers=cpu_workers, engine_workers=engine_workers,
             windows_per_partition=options.windows_per_partition, plan_over=plan_over, retry_failed=retry_failed, progress=tracker,
@@ -437,6 +438,12 @@ def run_job(
         "shards": count,
         "partitions": total["partitions"],
         "most_partitions_in_flight": runner.most_in_flight,
+        # The client's own figures; an embedded scheduler runs in the same process.
+        "client": {
+            "peak_rss_mb": round(process_peak_rss() / 2**20, 1),
+            "scheduler_most_tasks": runner.most_tasks,
+            "first_window_s": runner.first_window_s,
+        },
         "failed_partitions": total["failed_partitions"],
         "cluster": {
             "scheduler": options.scheduler or "embedded",

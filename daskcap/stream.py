@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -101,6 +102,16 @@ class StreamRunner:
         self.run_id = uuid.uuid4().hex[:8]  # fresh keys: reused keys keep their old placement
         self.in_flight = 0
         self.most_in_flight = 0
+        self.most_tasks = 0  # on the scheduler, sampled about once a second
+        self.first_window_s: float | None = None
+        self._started = time.monotonic()
+        self._sampled = 0.0
+
+    def _sample_scheduler(self) -> None:
+        now = time.monotonic()
+        if now - self._sampled >= 1.0:
+            self._sampled = now
+            self.most_tasks = max(self.most_tasks, self.client.run_on_scheduler(_task_count))
 
     def _key(self, *parts) -> str:
         return "-".join(["daskcap", *map(str, parts), self.run_id])
@@ -208,6 +219,8 @@ class StreamRunner:
                     shard.failures.append({"partition": partition, "error": repr(error)})
                 else:
                     shard.written.append(future)  # its index stays on the worker until the shard finishes
+                    if self.first_window_s is None:
+                        self.first_window_s = round(time.monotonic() - self._started, 3)
                 if not shard.queue and not shard.running:
                     finish(shard)
             else:  # finish
@@ -217,8 +230,13 @@ class StreamRunner:
                 del active[number]
             plan_ahead()
             fill()
+            self._sample_scheduler()
         return [stats[n] for n in shard_numbers]
 
+
+
+def _task_count(dask_scheduler) -> int:
+    return len(dask_scheduler.tasks)
 
 
 def _has_failures(stats: dict) -> bool:

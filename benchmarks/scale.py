@@ -1,0 +1,213 @@
+"""Jobs of many videos: what grows with the input, measured (``make bench-scale``).
+
+    python benchmarks/scale.py [--sizes 2000 20000] [--bookkeeping 1000000] [--out FILE]
+
+1. ``--sizes``: that many small real videos (one 2 s, 64x48 H.264 file, copied
+   under as many names: the cost is per item, not per pixel) through ``daskcap
+   run`` on 2 CPU workers, end to end: wall time, the part of it beyond the
+   stages' CPU time over the cores (per-video overhead), the client's peak RSS
+   (the embedded scheduler runs in the same process), the most tasks the
+   scheduler held, the most partitions in flight, and the time to the first
+   written window. The ratio between the sizes shows what grows with the input.
+2. ``--bookkeeping N``: N listed videos through listing, planning, submission
+   and bookkeeping with probing and the partition work replaced by trivial
+   stand-ins (no file is opened), on an in-process cluster: the client's peak
+   RSS and the scheduler's most-held tasks.
+3. A captioned run where the engine is slower than preparation (the tiny VLM
+   asked for many tokens): the most partitions in flight (each is at most one
+   prepared partition waiting for the engine) and workers' peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from record import save  # noqa: E402 (benchmarks/, the script's own folder)
+
+
+def small_video(path: Path) -> Path:
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(20):
+            image = np.full((48, 64, 3), (i * 12) % 255, dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+def videos_folder(base: Path, count: int) -> Path:
+    folder = base / f"videos-{count}"
+    if folder.exists() and len(list(folder.iterdir())) == count:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    source = small_video(base / "one.mp4")
+    for i in range(count):
+        target = folder / f"v{i:07d}.mp4"
+        if not target.exists():
+            os.link(source, target)
+    return folder
+
+
+def run_videos(base: Path, count: int, workers: int) -> dict:
+    folder = videos_folder(base, count)
+    output = base / f"out-{count}"
+    command = [sys.executable, "-m", "daskcap.cli", "run", str(folder), str(output), "--overwrite", "--n-workers", str(workers),
+               "--quiet", "--no-report", "--no-write-metas", "--no-upload-clips"]
+    started = time.time()
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-2000:])
+    wall = time.time() - started
+    summary = json.loads((output / "summary.json").read_text())
+    cpu = sum(summary["stage_cpu_seconds"].values())
+    return {
+        "videos": count,
+        "windows": summary["windows"]["total"],
+        "wall_s": round(wall, 1),
+        "stage_cpu_s": round(cpu, 1),
+        "overhead_share": round(max(0.0, wall - cpu / workers) / wall, 3),
+        "per_video_overhead_ms": round(max(0.0, wall - cpu / workers) / count * 1000, 2),
+        "client_peak_rss_mb": summary["client"]["peak_rss_mb"],
+        "scheduler_most_tasks": summary["client"]["scheduler_most_tasks"],
+        "most_partitions_in_flight": summary["most_partitions_in_flight"],
+        "first_window_s": summary["client"]["first_window_s"],
+        "shards": summary["shards"],
+        "partitions": summary["partitions"],
+    }
+
+
+def run_bookkeeping(base: Path, count: int) -> dict:
+    """In a child process: the stand-ins must be in place before the cluster starts."""
+    command = [sys.executable, str(Path(__file__)), "_bookkeeping", str(base), str(count)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-3000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _bookkeeping(base: Path, count: int) -> dict:
+    import pandas as pd
+    from distributed import LocalCluster
+
+    from daskcap import schema, tasks
+    from daskcap.graph import ClusterOptions, Job, run_job
+    from daskcap.stages.clip import FixedStrideClipStage
+    from daskcap.stages.prepare import CaptionPreparationStage
+    from daskcap.stages.read import VideoReaderStage
+    from daskcap.stages.write import INDEX_COLUMNS, ClipWriterStage
+
+    def probe_standin(paths: pd.DataFrame, job) -> tuple[pd.DataFrame, pd.DataFrame]:
+        videos = pd.DataFrame({"video_path": paths["video_path"], "status": "ok", "error": None, "fps": 4.0, "duration_s": 1.0,
+                               "width": 64, "height": 48, "num_frames": 4})
+        videos = schema.frame_from_rows(videos.to_dict("records"), schema.VIDEO_SCHEMA)
+        clips = pd.DataFrame({"video_path": videos["video_path"], "clip_id": videos["video_path"], "clip_index": 0, "clip_start_s": 0.0,
+                              "clip_end_s": 1.0, "source_start_frame": 0, "source_end_frame": 4, "reaches_end": True, "fps": 4.0,
+                              "width": 64, "height": 48, "num_frames": 4, "status": "ok", "error": None})
+        return videos, schema.frame_from_rows(clips.to_dict("records"), schema.CLIP_SCHEMA)
+
+    def partition_standin(group: pd.DataFrame, job) -> pd.DataFrame:
+        rows = [{"video_path": c.video_path, "clip_id": c.clip_id, "clip_index": 0, "window_index": 0, "start_frame": 0, "end_frame": 3,
+                 "num_sampled_frames": 2, "status": "ok"} for c in group.itertuples()]
+        index = schema.frame_from_rows(rows, schema.WINDOW_SCHEMA)[INDEX_COLUMNS]
+        index.attrs = dict(group.attrs)
+        return index
+
+    tasks.probe_chunk = probe_standin
+    tasks.prepare_and_write_task = partition_standin
+    listing = base / f"listing-{count}.parquet"
+    pd.DataFrame({"path": [f"/standin/v{i:08d}.mp4" for i in range(count)]}).to_parquet(listing)
+    output = base / f"out-bookkeeping-{count}"
+    shutil.rmtree(output, ignore_errors=True)
+    job = Job(reader=VideoReaderStage(str(listing)), clipper=FixedStrideClipStage(clip_len_s=10.0, min_clip_length_s=0.5),
+              prepare=CaptionPreparationStage(), writer=ClipWriterStage(str(output), write_metas=False))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+        started = time.time()
+        summary = run_job(job, ClusterOptions(scheduler=cluster.scheduler_address, windows_per_partition=64), progress=False)
+    return {
+        "videos": count,
+        "wall_s": round(time.time() - started, 1),
+        "client_peak_rss_mb": summary["client"]["peak_rss_mb"],
+        "scheduler_most_tasks": summary["client"]["scheduler_most_tasks"],
+        "shards": summary["shards"],
+        "partitions": summary["partitions"],
+        "note": "stand-ins for probing and partition work, 64 windows per partition, workers in the client's process",
+    }
+
+
+def run_slow_engine(base: Path) -> dict | None:
+    models = ROOT / "data" / "tiny-models"
+    if not (models / "vlm" / "config.json").is_file():
+        return None
+    folder = base / "slow-engine"
+    folder.mkdir(exist_ok=True)
+    from daskcap.samples import write_synthetic
+
+    for round_ in range(4):
+        write_synthetic(folder / f"set{round_}")
+    output = base / "out-slow-engine"
+    command = [sys.executable, "-m", "daskcap.cli", "run", str(folder), str(output), "--overwrite", "--n-workers", "2", "--engine-workers", "1",
+               "--captioning-model", str(models / "vlm"), "--captioning-max-output-tokens", "256", "--windows-per-partition", "1",
+               "--quiet", "--no-report"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-2000:])
+    summary = json.loads((output / "summary.json").read_text())
+    return {
+        "windows": summary["windows"]["total"],
+        "engine_workers": summary["cluster"]["engine_workers"],
+        "most_partitions_in_flight": summary["most_partitions_in_flight"],
+        "windows_per_partition": 1,
+        "worker_peak_rss_mb": max(w.get("peak_rss_mb", 0) for w in summary["workers"].values()),
+        "caption_engine_s": summary.get("engines", {}).get("caption", {}).get("engine_s"),
+        "wall_s": summary["wall_s"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_bookkeeping":
+        print(json.dumps(_bookkeeping(Path(argv[1]), int(argv[2]))))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[2000, 20000])
+    parser.add_argument("--bookkeeping", type=int, default=1_000_000)
+    parser.add_argument("--work", type=Path, default=ROOT / "data" / "bench-scale")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    record: dict = {"date": datetime.date.today().isoformat(), "cpu_cores": os.cpu_count(), "end_to_end": [], "bookkeeping": None}
+    for size in args.sizes:
+        entry = run_videos(args.work, size, 2)
+        record["end_to_end"].append(entry)
+        print(json.dumps(entry), flush=True)
+    if len(record["end_to_end"]) >= 2:
+        small, large = record["end_to_end"][0], record["end_to_end"][-1]
+        record["growth"] = {k: round(large[k] / small[k], 2) for k in ("client_peak_rss_mb", "scheduler_most_tasks", "per_video_overhead_ms", "first_window_s") if small[k]}
+        print("growth from", small["videos"], "to", large["videos"], "videos:", json.dumps(record["growth"]), flush=True)
+    if args.bookkeeping:
+        record["bookkeeping"] = run_bookkeeping(args.work, args.bookkeeping)
+        print(json.dumps(record["bookkeeping"]), flush=True)
+    record["slow_engine"] = run_slow_engine(args.work)
+    print(json.dumps(record["slow_engine"]), flush=True)
+    save(args.out, record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
