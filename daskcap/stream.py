@@ -137,14 +137,15 @@ class StreamRunner:
         group = submit(tasks.shard_group, shard.plan, partition, key=self._key("group", shard.number, partition), pure=False, **self.on_cpu)
         if not job.needs_engines:  # prepare -> preview -> write, one task
             return submit(tasks.prepare_and_write_task, group, job, key=self._key("windows", shard.number, partition), pure=False, **self.on_cpu)
-        future = submit(tasks.prepare_task, group, job, key=self._key("prepare", shard.number, partition), pure=False, **self.on_cpu)
+        prepared = submit(tasks.prepare_task, group, job, key=self._key("prepare", shard.number, partition), pure=False, **self.on_cpu)
+        # Only the model's columns travel to the engine worker and back; the rest stays put.
+        future = submit(tasks.model_inputs, prepared, key=self._key("inputs", shard.number, partition), pure=False, **self.on_cpu)
         engine = {"resources": {tasks.ENGINE_RESOURCE: 1}, "pure": False}
         if job.caption is not None:
-            future = submit(tasks.caption_task, future, job.caption, not job.writer.write_model_input,
-                            key=self._key("caption", shard.number, partition), **engine)
+            future = submit(tasks.caption_task, future, job.caption, True, key=self._key("caption", shard.number, partition), **engine)
         if job.enhance is not None:
             future = submit(tasks.enhance_task, future, job.enhance, key=self._key("enhance", shard.number, partition), **engine)
-        return submit(tasks.write_task, future, job, key=self._key("write", shard.number, partition), pure=False, **self.on_cpu)
+        return submit(tasks.write_captioned_task, prepared, future, job, key=self._key("write", shard.number, partition), pure=False, **self.on_cpu)
 
     # --- the loop ----------------------------------------------------------------------------------
 

@@ -233,6 +233,44 @@ def enhance_task(frame: pd.DataFrame, params: CaptionEnhancementStage) -> pd.Dat
     return result
 
 
+# What the model stages read and write of a window: only these go to an engine worker.
+WINDOW_ID = ["clip_id", "window_index"]
+MODEL_COLUMNS = [
+    *WINDOW_ID, "video_path", "start_frame", "end_frame", "fps", "num_sampled_frames", "sampled_height", "sampled_width",
+    "sampled_frames", "prompt", "status", "error",
+    "caption", "stage1_caption", "caption_model", "caption_prompt_tokens", "caption_output_tokens", "caption_finish_reason",
+    "enhanced_caption", "enhance_model", "enhance_prompt_tokens", "enhance_output_tokens", "enhance_finish_reason",
+]
+
+
+def model_inputs(prepared: pd.DataFrame) -> pd.DataFrame:
+    """The model's part of a prepared partition (ids, sampled frames, prompt): the window
+    mp4s and previews stay on the CPU worker that made them."""
+    inputs = prepared[MODEL_COLUMNS].copy()
+    inputs.attrs = dict(prepared.attrs)
+    return inputs
+
+
+def join_captions(prepared: pd.DataFrame, captioned: pd.DataFrame, keep_model_input: bool) -> pd.DataFrame:
+    """The prepared windows with the model stages' columns, matched by window id."""
+    results = captioned.set_index(WINDOW_ID)
+    joined = prepared.copy()
+    at = pd.MultiIndex.from_frame(prepared[WINDOW_ID])
+    for column in MODEL_COLUMNS:
+        if column not in WINDOW_ID and column != "sampled_frames":
+            joined[column] = results[column].reindex(at).to_numpy()
+            joined[column] = joined[column].astype(prepared[column].dtype)
+    if not keep_model_input:
+        joined["sampled_frames"] = None
+    joined.attrs = dict(captioned.attrs)  # the prepare seconds came along, the model stages' were added
+    return joined
+
+
+def write_captioned_task(prepared: pd.DataFrame, captioned: pd.DataFrame, job) -> pd.DataFrame:
+    """On the CPU worker holding the prepared partition: join the captions back, then write."""
+    return write_task(join_captions(prepared, captioned, job.writer.write_model_input), job)
+
+
 def drop_model_input_of(frame: pd.DataFrame) -> pd.DataFrame:
     """Sampled frames are not needed after captioning: do not ship them back."""
     frame = frame.copy()
@@ -274,7 +312,11 @@ def finish_shard(plan: ShardPlan, job, failures: list[dict], *indexes: pd.DataFr
     usage = {stage: list(value) for stage, value in plan.probe_usage.items()}
     sum_seconds(indexes, seconds, usage)
     parts = list(indexes)
+    # A plan computed again (its worker died) counts this run's partitions as done too.
+    computed = {index.attrs.get(PARTITION) for index in indexes}
     for number in plan.done:
+        if number in computed:
+            continue
         index, done_seconds = state.read_done(number)
         parts.append(index)
         for stage, value in done_seconds.items():
