@@ -11,7 +11,7 @@ from daskcap.graph import JobError, UsageError
 from daskcap.pipeline import Pipeline
 from daskcap.prompts import CAPTION_PROMPTS
 from daskcap.stages._params import ParamError
-from daskcap.engines.base import BACKENDS
+from daskcap.engines.base import BACKENDS, EngineError
 from daskcap.engines.weights import DEFAULT_CAPTION_MODELS, DEFAULT_ENHANCE_MODELS
 from daskcap.prompts import ENHANCE_PROMPTS
 from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationStage
@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         summary = pipeline.run()
-    except (JobError, FileNotFoundError, ParamError) as exc:
+    except (JobError, FileNotFoundError, ParamError, EngineError) as exc:
         print(f"daskcap: error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, (FileNotFoundError, ParamError, UsageError)) else EXIT_FAILED
     _print_result(summary)

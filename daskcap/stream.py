@@ -216,6 +216,8 @@ class StreamRunner:
                 self.progress.step("partitions")
                 if future.status == "error":
                     error = future.exception()
+                    if type(error).__name__ == "EngineUnavailable":
+                        raise error  # every partition would fail the same way: stop the job with it
                     log.error("shard %d partition %d failed: %r", number, partition, error)
                     shard.failures.append({"partition": partition, "error": repr(error)})
                 else:

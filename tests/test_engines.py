@@ -223,3 +223,52 @@ def test_a_worker_reuses_an_engine_and_replaces_it_when_the_config_changes(tiny_
     host.handle(enhancer).get()
     assert set(host.engines) == {"caption", "enhance"}
     assert host.stats()["model_loads"] == {str(tiny_models["vlm"]): 2, str(tiny_models["lm"]): 1}
+
+
+def test_a_model_that_will_not_load_stops_after_two_tries(tmp_path):
+    """Loading fails (a config without weights): the worker tries twice, then gives up at
+    once with the error instead of loading again for every partition."""
+    import json as _json
+
+    from daskcap.engines.base import EngineConfig, EngineUnavailable
+    from daskcap.engines.host import EngineHost
+
+    broken = tmp_path / "broken-vlm"
+    broken.mkdir()
+    (broken / "config.json").write_text(_json.dumps({"model_type": "qwen2_5_vl", "architectures": ["Qwen2_5_VLForConditionalGeneration"]}))
+    host = EngineHost()
+    config = EngineConfig(str(broken), str(tmp_path), backend="transformers")
+    for _ in range(2):
+        with pytest.raises(Exception) as caught:
+            host.engine(config)
+        assert not isinstance(caught.value, EngineUnavailable)
+    with pytest.raises(EngineUnavailable, match="failed to load 2 times"):
+        host.engine(config)
+    assert host.model_loads[str(broken)] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_job_whose_model_will_not_load_ends_with_the_error(tmp_path, stamped):
+    import json as _json
+    import shutil
+    import subprocess
+    import sys
+
+    broken = tmp_path / "broken-vlm"
+    broken.mkdir()
+    (broken / "config.json").write_text(_json.dumps({"model_type": "qwen2_5_vl", "architectures": ["Qwen2_5_VLForConditionalGeneration"]}))
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(6):
+        shutil.copyfile(stamped(60, 30), videos / f"v{i}.mp4")
+    result = subprocess.run(
+        [sys.executable, "-m", "daskcap.cli", "run", str(videos), str(tmp_path / "out"), "--captioning-model", str(broken),
+         "--windows-per-partition", "1", "--n-workers", "1", "--engine-workers", "1", "--quiet", "--no-report"],
+        capture_output=True, text=True, timeout=280,
+    )
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("daskcap: error:") and "failed to load 2 times" in last, last
+    # The model was tried twice, not once per partition (the worker logs each failed task).
+    assert result.stderr.count("Exception: \"OSError(") <= 2

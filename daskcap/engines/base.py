@@ -19,6 +19,11 @@ class EngineError(RuntimeError):
     """An engine cannot be built or used; the message says what to install or change."""
 
 
+class EngineUnavailable(EngineError):
+    """A model failed to load again and again on this worker: the job stops with its error
+    instead of loading it once more for every partition."""
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Everything that identifies one loaded engine; equal configs share it."""

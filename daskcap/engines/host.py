@@ -17,11 +17,12 @@ from collections.abc import Iterable
 
 from distributed import WorkerPlugin, get_worker
 
-from daskcap.engines.base import Engine, EngineConfig, Generation, build_engine
+from daskcap.engines.base import Engine, EngineConfig, EngineUnavailable, Generation, build_engine
 
 log = logging.getLogger(__name__)
 
 PLUGIN_NAME = "daskcap-engines"
+MAX_LOAD_FAILURES = 2  # loads of one model that may fail in a row before the worker gives up on it
 
 
 class EngineHost(WorkerPlugin):
@@ -39,6 +40,7 @@ class EngineHost(WorkerPlugin):
         self.model_loads: Counter = Counter()
         self.model_load_s: Counter = Counter()
         self.counters: Counter = Counter()
+        self.load_failures: Counter = Counter()  # per engine config, in a row
         self._lock = threading.Lock()
         # Engines are not thread-safe (vLLM's LLM.generate is not): a worker
         # started with several threads still serves one model partition at a time.
@@ -67,9 +69,20 @@ class EngineHost(WorkerPlugin):
             if loaded is not None:
                 log.info("replacing the %s engine (%s) with %s", config.role, loaded[0].model, config.model)
                 self._drop(config.role)
+            if self.load_failures[config] >= MAX_LOAD_FAILURES:
+                raise EngineUnavailable(
+                    f"the {config.role} model {config.model} failed to load {self.load_failures[config]} times in a row on this "
+                    f"worker; the job stops here (the first error is in the worker's log, the last was: {self.last_load_error})"
+                )
             log.info("loading %s (%s engine)", config.model, config.backend)
             started = time.perf_counter()
-            engine = build_engine(config)
+            try:
+                engine = build_engine(config)
+            except Exception as exc:
+                self.load_failures[config] += 1
+                self.last_load_error = f"{type(exc).__name__}: {exc}"
+                raise
+            self.load_failures[config] = 0
             self.engines[config.role] = (config, engine)
             self.model_loads[config.model] += 1
             self.model_load_s[config.model] += time.perf_counter() - started

@@ -154,18 +154,22 @@ def run_requests(handle: EngineHandle, call: Callable[[Engine, list], dict[str, 
     """Results by request id; a request that keeps failing maps to its error text."""
     if not requests:
         return {}
+    # A model that cannot be loaded fails the task here: retrying it request by request
+    # would load it once per request (the worker gives up after a few failed loads).
+    engine = handle.get()
     try:
-        return _recorded(handle, call, handle.get(), requests)
+        return _recorded(handle, call, engine, requests)
     except Exception as first:  # noqa: BLE001 (any engine failure: rebuild once and retry)
         log.warning("engine failed on %d requests (%r); rebuilding it and retrying", len(requests), first)
+    engine = handle.rebuild()
     try:
-        return _recorded(handle, call, handle.rebuild(), requests)
+        return _recorded(handle, call, engine, requests)
     except Exception as second:  # noqa: BLE001
         log.warning("engine failed again (%r); trying the requests one by one", second)
     results: dict[str, Generation | str] = {}
     for request in requests:
         try:
-            results.update(_recorded(handle, call, handle.get(), [request]))
+            results.update(_recorded(handle, call, engine, [request]))
         except Exception as exc:  # noqa: BLE001 (this request is the bad one: record it)
             results[request.request_id] = f"{type(exc).__name__}: {exc}"
     return results
