@@ -84,6 +84,7 @@ def _run_parser(subparsers) -> argparse.ArgumentParser:  # noqa: PLR0915 (one fl
     g = p.add_argument_group("engines")
     g.add_argument("--engine", choices=BACKENDS, default="auto", help="auto: vLLM when importable and a CUDA device is visible, else transformers")
     g.add_argument("--engine-workers", type=int, default=None, help="engine workers of the embedded cluster (default: one per GPU, else 1)")
+    g.add_argument("--vllm-kwargs", type=json_object, default=None, help="JSON object of vllm.LLM arguments for both model stages, over daskcap's own (e.g. '{\"enforce_eager\": true}')")
 
     g = p.add_argument_group("previews (PreviewStage)")
     g.add_argument("--generate-previews", action=argparse.BooleanOptionalAction, default=True, help="make an animated WebP preview per window")
@@ -111,6 +112,19 @@ def _run_parser(subparsers) -> argparse.ArgumentParser:  # noqa: PLR0915 (one fl
     g.add_argument("--verbose", action="store_true", help="log per-video and per-clip details")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+def json_object(text: str) -> dict:
+    """An argparse type: a JSON object (``--vllm-kwargs '{"enforce_eager": true}'``)."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object of vllm.LLM arguments, got {text}")
+    return value
 
 
 def _check_flags(parser: argparse.ArgumentParser, switch: bool = True) -> None:
@@ -212,6 +226,7 @@ def model_stages(args: argparse.Namespace) -> list:
             generate_stage2_caption=args.captioning_stage2_caption,
             stage2_prompt_text=args.captioning_stage2_prompt_text,
             engine=args.engine,
+            vllm_kwargs=args.vllm_kwargs or {},
             verbose=args.verbose,
         )
     if args.enhance_captions:
@@ -226,6 +241,7 @@ def model_stages(args: argparse.Namespace) -> list:
             fp8=args.enhance_captions_use_fp8_weights,
             max_output_tokens=args.enhance_captions_max_output_tokens,
             engine=args.engine,
+            vllm_kwargs=args.vllm_kwargs or {},
             verbose=args.verbose,
         )
     if problems:

@@ -31,7 +31,7 @@ from daskcap import (
     VideoReader,
 )
 from daskcap.stages.transcode import SUPPORTED_ENCODERS
-from daskcap.cli import model_stages, preparation_stage, wants_captions
+from daskcap.cli import json_object, model_stages, preparation_stage, wants_captions
 from daskcap.graph import JobError
 from daskcap.stages._params import ParamError
 
@@ -112,6 +112,7 @@ def make_parser() -> argparse.ArgumentParser:
     daskcap_own.add_argument("--n-workers", type=int, default=None)
     daskcap_own.add_argument("--engine", default="auto")
     daskcap_own.add_argument("--engine-workers", type=int, default=None)
+    daskcap_own.add_argument("--vllm-kwargs", type=json_object, default=None, help="JSON object of vllm.LLM arguments for both model stages")
     daskcap_own.add_argument("--overwrite", action="store_true")
     daskcap_own.add_argument("--no-write-metas", dest="write_metas", action="store_false",
                              help="do not write NeMo's metas/, processed_videos/ and processed_clip_chunks/ JSON")

@@ -295,3 +295,28 @@ def test_the_tutorials_pipeline_on_an_existing_cluster(nemo_layout, tmp_path):
         _check_nemo_files(output, videos)
     finally:
         subprocess.run(["bash", script, "stop", "--dir", str(state)], capture_output=True, timeout=120, env=env)
+
+
+def test_vllm_settings_from_the_command_line_and_a_cpu_memory_share_that_fits(tmp_path):
+    import argparse
+
+    from daskcap import cli
+    from daskcap.engines.base import LoadedModel
+    from daskcap.engines.vllm_engine import llm_kwargs, memory_utilization
+
+    parser = argparse.ArgumentParser()
+    run_parser = cli._run_parser(parser.add_subparsers(dest="command"))
+    (tmp_path / "in").mkdir()
+    args = cli.apply_config(parser, run_parser, ["run", str(tmp_path / "in"), str(tmp_path / "out"), "--captioning-model", "m",
+                                                 "--enhance-captions", "--vllm-kwargs", '{"enforce_eager": true, "swap_space": 0}'])
+    job = cli.build_pipeline(args).build()
+    assert job.caption.vllm_kwargs == job.enhance.vllm_kwargs == {"enforce_eager": True, "swap_space": 0}
+    with pytest.raises(SystemExit):
+        cli.apply_config(parser, run_parser, ["run", "i", "o", "--vllm-kwargs", "[1, 2]"])
+    # No GPU here: vLLM's CPU backend wants that share of the node's memory free at start-up.
+    import psutil
+
+    memory = psutil.virtual_memory()
+    share = llm_kwargs(job.caption.engine_config(), LoadedModel("/m", "qwen2.5-vl"))["gpu_memory_utilization"]
+    assert share == memory_utilization(False) and share * memory.total <= memory.available
+    assert memory_utilization(True) == 0.85

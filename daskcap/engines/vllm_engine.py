@@ -24,6 +24,7 @@ from daskcap.engines.base import (
     LoadedModel,
     TextRequest,
     VideoRequest,
+    cuda_visible,
 )
 from daskcap.engines.chat import render, text_messages, video_messages
 
@@ -32,11 +33,25 @@ log = logging.getLogger(__name__)
 MAX_MODEL_LEN = 32768
 
 
+GPU_MEMORY_UTILIZATION = 0.85
+
+
+def memory_utilization(on_gpu: bool) -> float:
+    """vLLM's share of device memory: 0.85 of a GPU's; on the CPU backend (where it is a share
+    of the node's memory, all of which must be free at start-up) at most 80% of what is free."""
+    if on_gpu:
+        return GPU_MEMORY_UTILIZATION
+    import psutil
+
+    memory = psutil.virtual_memory()
+    return round(max(0.05, min(GPU_MEMORY_UTILIZATION, 0.8 * memory.available / memory.total)), 3)
+
+
 def llm_kwargs(config: EngineConfig, model: LoadedModel) -> dict:
-    """Arguments of ``vllm.LLM`` for this engine (DESIGN.md §4)."""
+    """Arguments of ``vllm.LLM`` for this engine (see docs/design.md, "Engines")."""
     kwargs = {
         "model": model.path,
-        "gpu_memory_utilization": 0.85,
+        "gpu_memory_utilization": memory_utilization(cuda_visible()),
         "quantization": "fp8" if config.fp8 else None,
         "seed": 0,
     }
