@@ -1,4 +1,4 @@
-"""The windowing and sampling rules of DESIGN.md §2 and the Qwen pixel grid of §3."""
+"""The windowing and sampling rules and the Qwen pixel grid (docs/design.md, "Windows and model inputs")."""
 
 import pytest
 

@@ -133,7 +133,10 @@ def current_host() -> EngineHost:
     """The EngineHost of the worker running this task."""
     worker = get_worker()
     host = worker.plugins.get(PLUGIN_NAME)
-    if host is None:  # the client registers it; tolerate a worker that joined later
+    if host is None:
+        # Made by the first model task on the worker, not registered by the client:
+        # registering again would replace the plugin, and with it the engines a
+        # long-lived worker keeps loaded for the next job.
         host = EngineHost()
         host.setup(worker)
         worker.plugins[PLUGIN_NAME] = host

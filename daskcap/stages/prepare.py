@@ -39,7 +39,7 @@ _TO_STREAM_END = 2**62
 
 @dataclass(frozen=True)
 class CaptionPreparationStage:
-    """Windows and sampled frames per DESIGN.md §2, with the reference's parameters.
+    """Windows and sampled frames (docs/design.md, "Windows and model inputs"), with the reference's parameters.
 
     ``preprocess_dtype`` is the dtype the engine builds pixel values in; rows
     always hold uint8 frames. ``model_does_preprocess`` keeps sampled frames at

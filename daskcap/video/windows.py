@@ -1,4 +1,4 @@
-"""Caption windows and frame sampling (DESIGN.md §2), and the Qwen-VL pixel grid (§3).
+"""Caption windows and frame sampling, and the Qwen-VL pixel grid (docs/design.md, "Windows and model inputs").
 
 Pure arithmetic, no video I/O, so every rule here is table-tested.
 """
