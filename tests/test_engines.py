@@ -83,13 +83,17 @@ def test_captions_are_keyed_by_id_and_independent_of_batching(vlm_engine):
         assert vlm_engine.caption([request])[request.request_id] == together[request.request_id]
     first = together["w0"]
     assert first.output_tokens <= 12 and first.prompt_tokens > video_token_count((2, 4, 6))
-    assert first.finish_reason in ("stop", "length")
+
+
+def test_finish_reasons(vlm_engine):
+    """The trained tiny VLM answers in one short sentence: room for it ends with "stop", three tokens cut it."""
+    done = vlm_engine.caption([VideoRequest("w", _frames(4), 2.0, "Describe this video.", 64)])["w"]
+    assert done.finish_reason == "stop" and 3 < done.output_tokens < 64 and done.text.endswith(".")
 
 
 def test_a_caption_cut_at_max_tokens_is_marked(vlm_engine):
     result = vlm_engine.caption([VideoRequest("w", _frames(4), 2.0, "Describe.", 3)])["w"]
-    # A random model rarely says <|im_end|> within 3 tokens; when it does the reason is "stop".
-    assert (result.finish_reason, result.output_tokens) == ("length", 3) or result.finish_reason == "stop"
+    assert (result.finish_reason, result.output_tokens) == ("length", 3)
 
 
 def test_text_engine(tiny_models):
@@ -105,8 +109,9 @@ def test_fp8_with_transformers_is_an_error_not_a_no_op(tiny_models):
         build_engine(EngineConfig(model=str(tiny_models["vlm"]), model_dir="unused", backend="transformers", fp8=True))
 
 
-def test_auto_backend_without_cuda_is_transformers():
-    assert resolve_backend("auto") in ("transformers", "vllm")
+def test_auto_backend_without_cuda_is_transformers(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no device visible, whatever this machine has
+    assert resolve_backend("auto") == "transformers"
     assert resolve_backend("transformers") == "transformers"
     with pytest.raises(EngineError):
         resolve_backend("tensorrt")

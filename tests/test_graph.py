@@ -1,6 +1,7 @@
 """The Dask layer's own logic: partition sizing by window count."""
 
 import pandas as pd
+import pytest
 
 from daskcap import schema
 from daskcap.graph import plan_partitions
@@ -34,3 +35,21 @@ def test_small_jobs_still_spread_over_every_worker():
 
 def test_no_clips_no_partitions():
     assert plan_partitions(_clips([]), CaptionPreparationStage(), 8, 2) == []
+
+
+def test_an_output_that_is_not_a_daskcap_run_is_refused_then_overwritten_on_request(tmp_path):
+    from daskcap.graph import UsageError, prepare_output
+    from daskcap.stages.write import ClipWriterStage
+
+    output = tmp_path / "out"
+    (output / "windows").mkdir(parents=True)
+    (output / "windows" / "old.parquet").write_bytes(b"someone else's")
+    (output / "notes.txt").write_text("not ours")
+    writer = ClipWriterStage(output_path=str(output))
+    with pytest.raises(UsageError, match="already holds files \\(windows\\).*--overwrite"):
+        prepare_output(writer, overwrite=False)
+    assert (output / "windows" / "old.parquet").exists()  # nothing removed without --overwrite
+    prepare_output(writer, overwrite=True)
+    assert not (output / "windows").exists() and (output / "notes.txt").read_text() == "not ours"  # only its own folders go
+    prepare_output(ClipWriterStage(output_path=str(tmp_path / "dry"), dry_run=True), overwrite=False)
+    assert not (tmp_path / "dry").exists()  # a dry run touches nothing
