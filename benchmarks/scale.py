@@ -14,8 +14,10 @@
    stand-ins (no file is opened), on an in-process cluster: the client's peak
    RSS and the scheduler's most-held tasks.
 3. A captioned run where the engine is slower than preparation (the tiny VLM
-   asked for many tokens): the most partitions in flight (each is at most one
-   prepared partition waiting for the engine) and workers' peak RSS.
+   asked for many tokens, one window per partition): the most partitions in
+   flight (each is at most one prepared partition waiting for the engine), the
+   requests the engine held per call on average (fed across partitions) and
+   workers' peak RSS.
 """
 
 from __future__ import annotations
@@ -175,6 +177,8 @@ def run_slow_engine(base: Path) -> dict | None:
         "windows_per_partition": 1,
         "worker_peak_rss_mb": max(w.get("peak_rss_mb", 0) for w in summary["workers"].values()),
         "caption_engine_s": summary.get("engines", {}).get("caption", {}).get("engine_s"),
+        "engine_requests_per_call": summary.get("engines", {}).get("caption", {}).get("requests_per_call"),
+        "engine_tasks_per_call": summary.get("engines", {}).get("caption", {}).get("tasks_per_call"),
         "wall_s": summary["wall_s"],
     }
 

@@ -57,12 +57,12 @@ case "$command" in
     if [ "$gpus" -gt 0 ] && "$python" -c "import dask_cuda" 2>/dev/null; then
       expected_engines=${engine_workers:-$gpus}
       DASK_DISTRIBUTED__WORKER__DAEMON=False launch engine-workers \
-        "$dask" cuda worker --scheduler-file "$state/scheduler.json" --resources GPU=1 --name engine
+        "$dask" cuda worker --scheduler-file "$state/scheduler.json" --resources GPU=1 --nthreads 4 --name engine
     else
       expected_engines=${engine_workers:-1}
       if [ "$expected_engines" -gt 0 ]; then
         DASK_DISTRIBUTED__WORKER__DAEMON=False launch engine-workers \
-          "$dask" worker --scheduler-file "$state/scheduler.json" --nworkers "$expected_engines" --nthreads 1 \
+          "$dask" worker --scheduler-file "$state/scheduler.json" --nworkers "$expected_engines" --nthreads 4 \
           --resources GPU=1 --name engine
       fi
     fi

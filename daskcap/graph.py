@@ -25,7 +25,7 @@ import pandas as pd
 from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
 
 from daskcap.engines.base import resolve_backend
-from daskcap.engines.host import worker_stats
+from daskcap.engines.host import ENGINE_TASK_SLOTS, worker_stats
 from daskcap.engines.weights import check_available
 from daskcap.jobstate import STATE_DIR, OutputState, config_hash, params_dict
 from daskcap.meter import process_peak_rss
@@ -122,7 +122,8 @@ def engine_worker_options(index: int, engine_workers: int, gpus: list[str]) -> d
     """
     from distributed.system import MEMORY_LIMIT
 
-    options: dict = {"resources": {ENGINE_RESOURCE: 1}, "memory_limit": MEMORY_LIMIT // engine_workers, "env": {}}
+    # Several model tasks at once: their requests share the engine's batches (engines/host.py).
+    options: dict = {"resources": {ENGINE_RESOURCE: 1}, "memory_limit": MEMORY_LIMIT // engine_workers, "env": {}, "nthreads": ENGINE_TASK_SLOTS}
     if not gpus:
         return options
     first = index % len(gpus)
@@ -209,7 +210,7 @@ def check_cluster(client: Client, options: ClusterOptions, needs_engines: bool) 
         problems.append(
             f"captions need engine workers, and the cluster at {options.scheduler} has none: start one per GPU "
             f"with `dask cuda worker {options.scheduler} --resources {ENGINE_RESOURCE}=1` "
-            f"(CPU-only: `dask worker {options.scheduler} --nthreads 1 --resources {ENGINE_RESOURCE}=1`), "
+            f"(CPU-only: `dask worker {options.scheduler} --nthreads 4 --resources {ENGINE_RESOURCE}=1`), "
             "or use cluster/local.sh"
         )
     try:
@@ -292,11 +293,17 @@ def _engine_totals(workers: dict) -> dict:
     tokens and seconds inside engine calls, with tokens per such second; and model loads."""
     totals: dict = {}
     for role in ("caption", "enhance"):
-        sums = {name: sum(w.get(f"{role}_{name}", 0) for w in workers.values()) for name in ("generations", "prompt_tokens", "output_tokens", "engine_s")}
+        names = ("generations", "prompt_tokens", "output_tokens", "engine_s", "calls", "call_tasks")
+        sums = {name: sum(w.get(f"{role}_{name}", 0) for w in workers.values()) for name in names}
         if sums["generations"]:
-            seconds = sums["engine_s"]
+            seconds, calls = sums["engine_s"], sums.pop("calls")
+            tasks = sums.pop("call_tasks")
             totals[role] = {
                 **sums,
+                "engine_calls": calls,
+                # Requests the engine held at once on average, and the tasks they came from.
+                "requests_per_call": round(sums["generations"] / calls, 2) if calls else None,
+                "tasks_per_call": round(tasks / calls, 2) if calls else None,
                 "engine_s": round(seconds, 3),
                 "prompt_tokens_per_s": round(sums["prompt_tokens"] / seconds, 1) if seconds else None,
                 "output_tokens_per_s": round(sums["output_tokens"] / seconds, 1) if seconds else None,

@@ -218,8 +218,7 @@ def caption_task(frame: pd.DataFrame, params: CaptionGenerationStage, drop_model
     """On an engine worker: caption one partition with this worker's persistent engine."""
     host = current_host()
     handle = host.handle(params.engine_config())
-    with host.serving:
-        result = timed(frame, "caption", lambda f, p: caption_windows(f, p, handle), params)
+    result = timed(frame, "caption", lambda f, p: caption_windows(f, p, handle), params)
     host.count(partitions_captioned=1, windows_captioned=int(result["caption"].notna().sum()))
     return drop_model_input_of(result) if drop_model_input else result
 
@@ -227,8 +226,7 @@ def caption_task(frame: pd.DataFrame, params: CaptionGenerationStage, drop_model
 def enhance_task(frame: pd.DataFrame, params: CaptionEnhancementStage) -> pd.DataFrame:
     host = current_host()
     handle = host.handle(params.engine_config())
-    with host.serving:
-        result = timed(frame, "enhance", lambda f, p: enhance_windows(f, p, handle), params)
+    result = timed(frame, "enhance", lambda f, p: enhance_windows(f, p, handle), params)
     host.count(windows_enhanced=int(result["enhanced_caption"].notna().sum()))
     return result
 

@@ -21,7 +21,7 @@ def test_slurm_job_scripts():
     cpu, gpu = result.stdout.split("# --- GPU (engine) worker job ---")
     assert "--nthreads 1" in cpu and "#SBATCH" in cpu
     assert "#SBATCH --gres=gpu:1" in gpu and "-m dask cuda worker" in gpu
-    assert "--resources GPU=1" in gpu and gpu.strip().endswith("--nthreads 1")
+    assert "--resources GPU=1" in gpu and gpu.strip().endswith("--nthreads 4")  # model tasks share the engine's batches
     assert "DASK_DISTRIBUTED__WORKER__DAEMON=False" in gpu
 
 

@@ -277,3 +277,34 @@ def test_a_job_whose_model_will_not_load_ends_with_the_error(tmp_path, stamped):
     assert last.startswith("daskcap: error:") and "failed to load 2 times" in last, last
     # The model was tried twice, not once per partition (the worker logs each failed task).
     assert result.stderr.count("Exception: \"OSError(") <= 2
+
+
+def test_concurrent_tasks_share_the_engines_batches(prepared, tiny_models):
+    """Three partitions captioned at once on one worker: their requests meet in the engine's
+    queue and go in fewer calls than partitions, with the same captions as one by one."""
+    import threading
+
+    stage = CaptionGenerationStage(model=str(tiny_models["vlm"]), max_output_tokens=6, engine="transformers", caption_batch_size=64)
+    alone_host = EngineHost()
+    parts = [prepared.iloc[i::3].reset_index(drop=True) for i in range(3)]
+    expected = [caption_windows(part, stage, alone_host.handle(stage.engine_config()))["caption"].tolist() for part in parts]
+    assert alone_host.counters["caption_calls"] == 3
+
+    host = EngineHost()
+    handle = host.handle(stage.engine_config())
+    handle.get()  # loaded before the tasks start, as on a worker that already served one
+    gate = threading.Barrier(3)
+    results: list = [None] * 3
+
+    def task(i: int) -> None:
+        gate.wait()
+        results[i] = caption_windows(parts[i], stage, handle)["caption"].tolist()
+
+    threads = [threading.Thread(target=task, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert results == expected
+    assert host.counters["caption_generations"] == len(prepared)
+    assert host.counters["caption_calls"] < 3 and host.counters["caption_call_tasks"] == 3

@@ -34,8 +34,8 @@ def gpu_job_script(scheduler_address: str, args: argparse.Namespace, index: int)
         processes=1,
         python=sys.executable,
         worker_command="dask cuda worker",
-        # One thread: the engine serves one partition at a time (last --nthreads wins).
-        worker_extra_args=["--resources", "GPU=1", "--nthreads", "1"],
+        # Four model tasks at once: their requests share the engine's batches (last --nthreads wins).
+        worker_extra_args=["--resources", "GPU=1", "--nthreads", "4"],
         job_extra_directives=[f"--gres=gpu:{args.gpus_per_job}"],
         job_script_prologue=["export DASK_DISTRIBUTED__WORKER__DAEMON=False"],
     )

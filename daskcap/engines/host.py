@@ -3,6 +3,12 @@
 An engine is built on the first task that needs it and then serves every
 partition the worker receives, for this job and (on a long-lived cluster)
 the next ones with the same configuration. Counters feed summary.json.
+
+An engine worker runs a few model tasks at once (``ENGINE_TASK_SLOTS`` threads);
+their requests meet in one queue per engine, and one thread calls the engine
+with everything waiting (the transformers engine up to its batch size; vLLM all
+of it, for its continuous batching), so the engine is fed across partitions,
+not one partition at a time.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from daskcap.engines.base import Engine, EngineConfig, EngineUnavailable, Genera
 log = logging.getLogger(__name__)
 
 PLUGIN_NAME = "daskcap-engines"
+ENGINE_TASK_SLOTS = 4  # model tasks an engine worker runs at once, their requests batched together
 MAX_LOAD_FAILURES = 2  # loads of one model that may fail in a row before the worker gives up on it
 
 
@@ -42,17 +49,31 @@ class EngineHost(WorkerPlugin):
         self.counters: Counter = Counter()
         self.load_failures: Counter = Counter()  # per engine config, in a row
         self._lock = threading.Lock()
-        # Engines are not thread-safe (vLLM's LLM.generate is not): a worker
-        # started with several threads still serves one model partition at a time.
-        self.serving = threading.Lock()
+        # Engines are not thread-safe (vLLM's LLM.generate is not): one thread per engine
+        # (its batcher) makes every call.
+        self.batchers: dict[str, _Batcher] = {}
 
     def setup(self, worker) -> None:
         self.worker_address = worker.address
 
     def teardown(self, worker) -> None:
         with self._lock:
+            for batcher in self.batchers.values():
+                batcher.stop()
+            self.batchers.clear()
             for role in list(self.engines):
                 self._drop(role)
+
+    def serve(self, config: EngineConfig, call, requests: list, alone: bool = False) -> dict:
+        """``call(engine, requests)`` through this engine's queue, batched with other tasks'
+        requests unless ``alone``; results by request id, or the call's exception."""
+        with self._lock:
+            batcher = self.batchers.get(config.role)
+            if batcher is None or batcher.config != config:
+                if batcher is not None:
+                    batcher.stop()
+                batcher = self.batchers[config.role] = _Batcher(self, config)
+        return batcher.serve(call, requests, alone)
 
     def _drop(self, role: str) -> None:
         _, engine = self.engines.pop(role)
@@ -101,6 +122,19 @@ class EngineHost(WorkerPlugin):
     def count(self, **amounts: int) -> None:
         self.counters.update(amounts)
 
+    def record(self, role: str, generations: Iterable[Generation], seconds: float, tasks: int = 1) -> None:
+        """Count one engine call: its generations, their tokens, the seconds it took and the
+        tasks whose requests it served together."""
+        generations = [g for g in generations if isinstance(g, Generation)]
+        self.count(**{
+            f"{role}_calls": 1,
+            f"{role}_call_tasks": tasks,
+            f"{role}_generations": len(generations),
+            f"{role}_prompt_tokens": sum(g.prompt_tokens for g in generations),
+            f"{role}_output_tokens": sum(g.output_tokens for g in generations),
+            f"{role}_engine_s": seconds,
+        })
+
     def stats(self) -> dict:
         return {"model_loads": dict(self.model_loads), "model_load_s": dict(self.model_load_s), **dict(self.counters)}
 
@@ -117,16 +151,78 @@ class EngineHandle:
     def rebuild(self) -> Engine:
         return self.host.rebuild(self.config)
 
-    def record(self, generations: Iterable[Generation], seconds: float) -> None:
-        """Count one engine call: its generations, their tokens and the seconds it took."""
-        generations = [g for g in generations if isinstance(g, Generation)]
-        role = self.config.role
-        self.host.count(**{
-            f"{role}_generations": len(generations),
-            f"{role}_prompt_tokens": sum(g.prompt_tokens for g in generations),
-            f"{role}_output_tokens": sum(g.output_tokens for g in generations),
-            f"{role}_engine_s": seconds,
-        })
+    def serve(self, call, requests: list, alone: bool = False) -> dict:
+        return self.host.serve(self.config, call, requests, alone)
+
+
+class _Ticket:
+    """One task's requests waiting for the engine."""
+
+    def __init__(self, call, requests: list, alone: bool):
+        self.call, self.requests, self.alone = call, requests, alone
+        self.done = threading.Event()
+        self.results: dict = {}
+        self.error: BaseException | None = None
+
+
+class _Batcher:
+    """The one thread that calls an engine: each call takes every ticket waiting (up to
+    the transformers engine's batch size), so concurrent tasks share a batch."""
+
+    def __init__(self, host: EngineHost, config: EngineConfig):
+        from daskcap.engines.base import resolve_backend
+
+        self.host, self.config = host, config
+        self.limit = config.batch_size if resolve_backend(config.backend) == "transformers" else float("inf")
+        self.waiting: list[_Ticket] = []
+        self.ready = threading.Condition()
+        self.stopped = False
+        threading.Thread(target=self._loop, name=f"daskcap-{config.role}-engine", daemon=True).start()
+
+    def serve(self, call, requests: list, alone: bool) -> dict:
+        ticket = _Ticket(call, requests, alone)
+        with self.ready:
+            self.waiting.append(ticket)
+            self.ready.notify()
+        ticket.done.wait()
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.results
+
+    def stop(self) -> None:
+        with self.ready:
+            self.stopped = True
+            self.ready.notify()
+
+    def _take(self) -> list[_Ticket] | None:
+        with self.ready:
+            while not self.waiting and not self.stopped:
+                self.ready.wait()
+            if self.stopped and not self.waiting:
+                return None
+            batch = [self.waiting.pop(0)]
+            size = len(batch[0].requests)
+            while not batch[0].alone and self.waiting and not self.waiting[0].alone and size + len(self.waiting[0].requests) <= self.limit:
+                size += len(self.waiting[0].requests)
+                batch.append(self.waiting.pop(0))
+            return batch
+
+    def _loop(self) -> None:
+        while (batch := self._take()) is not None:
+            requests = [request for ticket in batch for request in ticket.requests]
+            try:
+                engine = self.host.engine(self.config)
+                started = time.perf_counter()
+                results = batch[0].call(engine, requests)
+                self.host.record(self.config.role, results.values(), time.perf_counter() - started, len(batch))
+            except BaseException as exc:  # noqa: BLE001 (the waiting tasks get it and decide)
+                for ticket in batch:
+                    ticket.error = exc
+                    ticket.done.set()
+                continue
+            for ticket in batch:
+                ticket.results = {r.request_id: results[r.request_id] for r in ticket.requests if r.request_id in results}
+                ticket.done.set()
 
 
 def current_host() -> EngineHost:

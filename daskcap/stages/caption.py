@@ -10,8 +10,7 @@ is marked ``caption_failed`` / ``enhance_failed`` and the rest are kept.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -35,7 +34,7 @@ class EngineHandle(Protocol):
 
     def rebuild(self) -> Engine: ...
 
-    def record(self, generations: Iterable[Generation], seconds: float) -> None: ...
+    def serve(self, call: Callable[[Engine, list], dict[str, Generation]], requests: list, alone: bool = False) -> dict[str, Generation]: ...
 
 
 class _ModelStage:
@@ -156,30 +155,22 @@ def run_requests(handle: EngineHandle, call: Callable[[Engine, list], dict[str, 
         return {}
     # A model that cannot be loaded fails the task here: retrying it request by request
     # would load it once per request (the worker gives up after a few failed loads).
-    engine = handle.get()
+    handle.get()
     try:
-        return _recorded(handle, call, engine, requests)
+        return handle.serve(call, requests)  # with other tasks' requests, when they wait too
     except Exception as first:  # noqa: BLE001 (any engine failure: rebuild once and retry)
         log.warning("engine failed on %d requests (%r); rebuilding it and retrying", len(requests), first)
-    engine = handle.rebuild()
+    handle.rebuild()
     try:
-        return _recorded(handle, call, engine, requests)
+        return handle.serve(call, requests, alone=True)
     except Exception as second:  # noqa: BLE001
         log.warning("engine failed again (%r); trying the requests one by one", second)
     results: dict[str, Generation | str] = {}
     for request in requests:
         try:
-            results.update(_recorded(handle, call, engine, [request]))
+            results.update(handle.serve(call, [request], alone=True))
         except Exception as exc:  # noqa: BLE001 (this request is the bad one: record it)
             results[request.request_id] = f"{type(exc).__name__}: {exc}"
-    return results
-
-
-def _recorded(handle: EngineHandle, call: Callable[[Engine, list], dict[str, Generation]], engine: Engine, requests: list) -> dict[str, Generation]:
-    """One engine call, its tokens and seconds counted by the handle (a model load happens before the clock starts)."""
-    started = time.perf_counter()
-    results = call(engine, requests)
-    handle.record(results.values(), time.perf_counter() - started)
     return results
 
 
