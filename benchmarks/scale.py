@@ -13,8 +13,9 @@
    and bookkeeping with probing and the partition work replaced by trivial
    stand-ins (no file is opened), on an in-process cluster: the client's peak
    RSS and the scheduler's most-held tasks.
-3. A captioned run where the engine is slower than preparation (the tiny VLM
-   asked for many tokens, one window per partition): the most partitions in
+3. A captioned run where the engine is slower than preparation (a toy-size
+   Qwen2.5-VL with random weights writing 128 tokens a window, one window per
+   partition): the most partitions in
    flight (each is at most one prepared partition waiting for the engine), the
    requests the engine held per call on average (fed across partitions) and
    workers' peak RSS.
@@ -153,9 +154,13 @@ def _bookkeeping(base: Path, count: int) -> dict:
 
 
 def run_slow_engine(base: Path) -> dict | None:
-    models = ROOT / "data" / "tiny-models"
-    if not (models / "vlm" / "config.json").is_file():
-        return None
+    """A toy-size Qwen2.5-VL with random weights: it writes to the token limit, so the engine
+    is slower than preparation (the trained tiny VLM stops after one short sentence)."""
+    from gpu import build_model  # benchmarks/gpu.py: the same builder, toy size, on the CPU
+
+    model = base / "random-vlm"
+    if not (model / "config.json").is_file():
+        build_model(model, size="tiny", device="cpu")
     folder = base / "slow-engine"
     folder.mkdir(exist_ok=True)
     from daskcap.samples import write_synthetic
@@ -164,7 +169,7 @@ def run_slow_engine(base: Path) -> dict | None:
         write_synthetic(folder / f"set{round_}")
     output = base / "out-slow-engine"
     command = [sys.executable, "-m", "daskcap.cli", "run", str(folder), str(output), "--overwrite", "--n-workers", "2", "--engine-workers", "1",
-               "--captioning-model", str(models / "vlm"), "--captioning-max-output-tokens", "256", "--windows-per-partition", "1",
+               "--captioning-model", str(model), "--captioning-max-output-tokens", "128", "--windows-per-partition", "1",
                "--quiet", "--no-report"]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:

@@ -26,6 +26,7 @@ import pandas as pd
 from distributed import Client, as_completed
 
 from daskcap import tasks
+from daskcap.engines.host import ENGINE_TASK_SLOTS
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,9 @@ class StreamRunner:
         prepared = submit(tasks.prepare_task, group, job, key=self._key("prepare", shard.number, partition), pure=False, **self.on_cpu)
         # Only the model's columns travel to the engine worker and back; the rest stays put.
         future = submit(tasks.model_inputs, prepared, key=self._key("inputs", shard.number, partition), pure=False, **self.on_cpu)
-        engine = {"resources": {tasks.ENGINE_RESOURCE: 1}, "pure": False}
+        # A share of the engine worker's one GPU: a few model tasks run there at once and
+        # their requests share the engine's calls (engines/host.py).
+        engine = {"resources": {tasks.ENGINE_RESOURCE: 1 / ENGINE_TASK_SLOTS}, "pure": False}
         if job.caption is not None:
             future = submit(tasks.caption_task, future, job.caption, True, key=self._key("caption", shard.number, partition), **engine)
         if job.enhance is not None:
