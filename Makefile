@@ -81,7 +81,7 @@ bench-quick: $(STAMP) $(NEMO_VENV)/.installed
 
 # Jobs of many videos (benchmarks/scale.py): 2,000 and 20,000 small videos end to
 # end, 1,000,000 through the bookkeeping with stand-in work, a slow engine.
-bench-scale: $(STAMP) tiny-models
+bench-scale: $(STAMP)
 	$(BIN)/python benchmarks/scale.py --out benchmarks/results/$$(date +%F)-scale.json
 
 clean:
