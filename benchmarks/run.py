@@ -46,7 +46,6 @@ from videos import ensure_long_videos  # noqa: E402
 
 from daskcap.samples import copy_samples  # noqa: E402
 from daskcap.video.encode import MP4_OPTIONS, Mp4Writer  # noqa: E402
-from daskcap.video.windows import split_windows  # noqa: E402
 
 WHOLE_VIDEO_S = 1e6  # clip length that keeps a clip file in one piece
 
@@ -101,7 +100,7 @@ def floor_clip(path: str) -> dict:
         stream.thread_type = "AUTO"
         fps = float(stream.average_rate)
         width, height = stream.codec_context.width, stream.codec_context.height
-        windows = split_windows(stream.frames, prepare.window_size, prepare.remainder_threshold)
+        windows = prepare.windows(stream.frames)
         copyable = len(windows) == 1 and stream.codec_context.name == "h264"
         plans = [preview_plan(end - start + 1, fps, width, height, preview) for start, end in windows]
         shown = {start + p: (i, plan[1]) for i, ((start, _), plan) in enumerate(zip(windows, plans)) for p in plan[0]}

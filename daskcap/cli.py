@@ -25,6 +25,7 @@ from daskcap.storage import path_problems
 from daskcap.video.encode import MP4_CRF, MP4_PRESET, X264_PRESETS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+PREPARE_DEFAULTS = CaptionPreparationStage()  # flag defaults are the stage's, written once there
 
 
 def _run_parser(subparsers) -> argparse.ArgumentParser:  # noqa: PLR0915 (one flag per line)
@@ -47,8 +48,8 @@ def _run_parser(subparsers) -> argparse.ArgumentParser:  # noqa: PLR0915 (one fl
     g.add_argument("--video-timeout-s", type=float, default=600.0, help="give up on a video's probe, or on one of its clips, after this many seconds (status timed_out)")
 
     g = p.add_argument_group("caption windows (CaptionPreparationStage)")
-    g.add_argument("--captioning-window-size", type=int, default=256, help="frames per caption window, at the clip's own frame rate")
-    g.add_argument("--captioning-remainder-threshold", type=int, default=128, help="a leftover of at least this many frames becomes its own window; a smaller one joins the last window")
+    g.add_argument("--captioning-window-size", type=int, default=PREPARE_DEFAULTS.window_size, help="frames per caption window, at the clip's own frame rate")
+    g.add_argument("--captioning-remainder-threshold", type=int, default=PREPARE_DEFAULTS.remainder_threshold, help="a leftover of at least this many frames becomes its own window; a smaller one joins the last window")
     g.add_argument("--captioning-sampling-fps", type=float, default=2.0, help="frames per second sampled for the model")
     g.add_argument("--captioning-prompt-variant", choices=sorted(CAPTION_PROMPTS), default="default", help="caption prompt")
     g.add_argument("--captioning-prompt-text", default=None, help="custom caption prompt (overrides the variant)")

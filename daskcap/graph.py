@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import dask
 import pandas as pd
 from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
 
-from daskcap.engines.base import resolve_backend
+from daskcap.engines.base import resolve_backend, visible_gpus
 from daskcap.engines.host import ENGINE_TASK_SLOTS, worker_stats
 from daskcap.engines.weights import check_available
 from daskcap.jobstate import STATE_DIR, OutputState, config_hash, params_dict
@@ -101,16 +100,6 @@ class Job:
         return self.caption is not None or self.enhance is not None
 
 
-def _visible_gpus() -> list[str]:
-    """This machine's GPUs as CUDA_VISIBLE_DEVICES entries, from the environment or the
-    device nodes (CUDA itself is not initialised)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [d.strip() for d in visible.split(",") if d.strip() not in ("", "-1")]
-    nodes = [name for name in os.listdir("/dev") if re.fullmatch(r"nvidia\d+", name)] if os.path.isdir("/dev") else []
-    return [str(i) for i in range(len(nodes))]
-
-
 def engine_worker_options(index: int, engine_workers: int, gpus: list[str]) -> dict:
     """Nanny options of embedded engine worker ``index``, pinned to a GPU the way dask-cuda pins its workers.
 
@@ -159,7 +148,7 @@ def embedded_cluster(options: ClusterOptions, needs_engines: bool) -> Iterator[S
         return
     quiet = {"nthreads": 1, "silence_logs": logging.ERROR}
     workers = {f"cpu-{i}": {"cls": Nanny, "options": dict(quiet)} for i in range(n_workers)}
-    gpus = _visible_gpus()
+    gpus = visible_gpus()
     engine_workers = options.engine_workers or max(1, len(gpus))
     for i in range(engine_workers):
         workers[f"engine-{i}"] = {"cls": Nanny, "options": {**quiet, **engine_worker_options(i, engine_workers, gpus)}}

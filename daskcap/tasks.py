@@ -30,7 +30,6 @@ from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
 from daskcap.stages.preview import make_previews
 from daskcap.stages.read import read_videos
 from daskcap.stages.write import INDEX_COLUMNS, finish_videos, write_videos, write_windows
-from daskcap.video.windows import split_windows
 
 STAGE_SECONDS = schema.STAGE_SECONDS
 STAGE_USAGE = "daskcap_stage_usage"  # attrs: stage -> [CPU seconds, peak RSS bytes]
@@ -92,7 +91,7 @@ def plan_partitions(clips: pd.DataFrame, prepare: CaptionPreparationStage, windo
     if clips.empty:
         return []
     weights = [
-        max(1, len(split_windows(int(n), prepare.window_size, prepare.remainder_threshold)))
+        max(1, len(prepare.windows(int(n))))
         for n in clips["num_frames"]
     ]
     target = max(1, min(windows_per_partition, math.ceil(sum(weights) / (2 * n_workers))))

@@ -43,7 +43,7 @@ def main() -> int:
     pipeline = Pipeline(name="caption-preview", scheduler=args.scheduler, n_workers=args.n_workers, overwrite=args.overwrite)
     pipeline.add_stage(VideoReaderStage(input_video_path=args.input))
     pipeline.add_stage(FixedStrideClipStage(clip_len_s=10.0, min_clip_length_s=2.0))
-    pipeline.add_stage(CaptionPreparationStage(prompt_variant="default", sampling_fps=2.0, window_size=256, remainder_threshold=128))
+    pipeline.add_stage(CaptionPreparationStage(prompt_variant="default"))  # default windows and sampling
     pipeline.add_stage(PreviewStage(target_fps=1.0, target_height=240))
     if not args.no_captions:
         pipeline.add_stage(

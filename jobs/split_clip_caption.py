@@ -31,7 +31,7 @@ from daskcap import (
     VideoReader,
 )
 from daskcap.stages.transcode import SUPPORTED_ENCODERS
-from daskcap.cli import json_object, model_stages, preparation_stage, wants_captions
+from daskcap.cli import PREPARE_DEFAULTS, json_object, model_stages, preparation_stage, wants_captions
 from daskcap.graph import JobError
 from daskcap.stages._params import ParamError
 
@@ -84,8 +84,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview-target-height", type=int, default=240)
     p.add_argument("--generate-captions", action="store_true")
     p.add_argument("--captioning-algorithm", default="qwen2.5", help="qwen2.5 (also qwen, its old name) or qwen3")
-    p.add_argument("--captioning-window-size", type=int, default=256)
-    p.add_argument("--captioning-remainder-threshold", type=int, default=128)
+    p.add_argument("--captioning-window-size", type=int, default=PREPARE_DEFAULTS.window_size)
+    p.add_argument("--captioning-remainder-threshold", type=int, default=PREPARE_DEFAULTS.remainder_threshold)
     p.add_argument("--captioning-prompt-variant", default="default")
     p.add_argument("--captioning-prompt-text", default=None)
     p.add_argument("--captioning-sampling-fps", type=float, default=2.0)

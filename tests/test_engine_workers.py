@@ -15,7 +15,8 @@ import pytest
 from distributed import Client
 from distributed.system import MEMORY_LIMIT
 
-from daskcap.graph import ClusterOptions, _visible_gpus, embedded_cluster, engine_worker_options
+from daskcap.engines.base import visible_gpus as _visible_gpus
+from daskcap.graph import ClusterOptions, embedded_cluster, engine_worker_options
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from gpu import build_model  # noqa: E402

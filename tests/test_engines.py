@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from daskcap import schema
-from daskcap.engines.base import EngineConfig, EngineError, TextRequest, VideoRequest, build_engine, resolve_backend
+from daskcap.engines.base import EngineConfig, EngineError, TextRequest, VideoRequest, resolve_backend
+from daskcap.engines.factory import build_engine
 from daskcap.engines.chat import VIDEO_PAD
 from daskcap.engines.host import EngineHost
 from daskcap.engines.vision import video_patches, video_token_count

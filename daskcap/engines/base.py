@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -89,15 +90,20 @@ class Engine(ABC):
         """Release the model's memory."""
 
 
-def cuda_visible() -> bool:
-    """Whether a CUDA device is visible, without initialising CUDA in this process.
+def visible_gpus() -> list[str]:
+    """This machine's GPUs as CUDA_VISIBLE_DEVICES entries: the variable's when it is set,
+    else one per NVIDIA device node. CUDA itself is not initialised (vLLM must be the
+    first to touch CUDA in a worker); the one place daskcap counts GPUs."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() not in ("", "-1")]
+    nodes = [name for name in os.listdir("/dev") if re.fullmatch(r"nvidia\d+", name)] if os.path.isdir("/dev") else []
+    return [str(i) for i in range(len(nodes))]
 
-    vLLM must be the first to touch CUDA in a worker, so this looks at the
-    device nodes and CUDA_VISIBLE_DEVICES instead of asking torch.
-    """
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False
-    return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")
+
+def cuda_visible() -> bool:
+    """Whether this process may use a CUDA device: one is visible and the driver's nodes exist."""
+    return bool(visible_gpus()) and (os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0"))
 
 
 def resolve_backend(backend: str) -> str:
@@ -109,19 +115,3 @@ def resolve_backend(backend: str) -> str:
     if importlib.util.find_spec("vllm") is not None and cuda_visible():
         return "vllm"
     return "transformers"
-
-
-def build_engine(config: EngineConfig) -> Engine:
-    """Load ``config``'s model (downloading it once per node if needed) in its backend."""
-    from daskcap.engines.weights import ensure_local, model_family
-
-    path = ensure_local(config.model, config.model_dir)
-    model = LoadedModel(str(path), model_family(path))
-    backend = resolve_backend(config.backend)
-    if backend == "vllm":
-        from daskcap.engines.vllm_engine import VllmEngine
-
-        return VllmEngine(config, model)
-    from daskcap.engines.hf_engine import TransformersEngine
-
-    return TransformersEngine(config, model)

@@ -23,7 +23,8 @@ from collections.abc import Iterable
 
 from distributed import WorkerPlugin, get_worker
 
-from daskcap.engines.base import Engine, EngineConfig, EngineUnavailable, Generation, build_engine
+from daskcap.engines.base import Engine, EngineConfig, EngineUnavailable, Generation
+from daskcap.engines.factory import build_engine
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,10 @@ CAPTION_MODEL_VARIANTS = tuple(DEFAULT_CAPTION_MODELS)
 ENHANCE_MODEL_VARIANTS = tuple(DEFAULT_ENHANCE_MODELS)
 
 
-class EngineHandle(Protocol):
+class EngineAccess(Protocol):
+    """What a model stage needs of its engine (``engines.host.EngineHandle`` on a worker): the
+    stages stay free of Dask."""
+
     def get(self) -> Engine: ...
 
     def rebuild(self) -> Engine: ...
@@ -149,7 +152,7 @@ def window_id(clip_id: str, window_index: int) -> str:
     return f"{clip_id}/{window_index}"
 
 
-def run_requests(handle: EngineHandle, call: Callable[[Engine, list], dict[str, Generation]], requests: list) -> dict[str, Generation | str]:
+def run_requests(handle: EngineAccess, call: Callable[[Engine, list], dict[str, Generation]], requests: list) -> dict[str, Generation | str]:
     """Results by request id; a request that keeps failing maps to its error text."""
     if not requests:
         return {}
@@ -212,7 +215,7 @@ def _video_requests(windows: list, prompts: dict[str, str], max_tokens: int) -> 
     return requests, errors
 
 
-def caption_windows(windows: pd.DataFrame, params: CaptionGenerationStage, handle: EngineHandle) -> pd.DataFrame:
+def caption_windows(windows: pd.DataFrame, params: CaptionGenerationStage, handle: EngineAccess) -> pd.DataFrame:
     """Caption every ``ok`` window (and refine it with stage 2 when asked)."""
     windows = windows.copy()
     todo = [w for w in windows.itertuples(index=False) if w.status == schema.OK]
@@ -253,7 +256,7 @@ def caption_windows(windows: pd.DataFrame, params: CaptionGenerationStage, handl
     return windows
 
 
-def enhance_windows(windows: pd.DataFrame, params: CaptionEnhancementStage, handle: EngineHandle) -> pd.DataFrame:
+def enhance_windows(windows: pd.DataFrame, params: CaptionEnhancementStage, handle: EngineAccess) -> pd.DataFrame:
     """Rewrite every captioned window's caption with a text model."""
     windows = windows.copy()
     todo = [w for w in windows.itertuples(index=False) if w.status == schema.OK and isinstance(w.caption, str)]

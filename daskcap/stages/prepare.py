@@ -85,6 +85,10 @@ class CaptionPreparationStage:
         checks.number("clip_encoder_threads", self.clip_encoder_threads, 0, integer=True)
         checks.done()
 
+    def windows(self, num_frames: int) -> list[tuple[int, int]]:
+        """The (first, last) frames of each caption window of a clip of ``num_frames`` frames."""
+        return split_windows(num_frames, self.window_size, self.remainder_threshold)
+
 
 @dataclass
 class _Window:
@@ -114,7 +118,7 @@ def _plan_windows(
     num_frames: int, fps: float, height: int, width: int, params: CaptionPreparationStage, preview: PreviewStage | None
 ) -> list[_Window]:
     windows = []
-    for index, (start, end) in enumerate(split_windows(num_frames, params.window_size, params.remainder_threshold)):
+    for index, (start, end) in enumerate(params.windows(num_frames)):
         count = num_sampled_frames(end - start + 1, fps, params.sampling_fps)
         if params.model_does_preprocess:
             # Source size (4:2:0 storage needs even sides: an odd row/column is dropped).
@@ -295,7 +299,7 @@ def _clip_windows(clip, params: CaptionPreparationStage, preview: PreviewStage |
     try:
         windows = _plan_windows(expected, fps, height, width, params, preview)
     except ValueError as exc:  # no model frame size for this video (aspect ratio)
-        spans = split_windows(expected, params.window_size, params.remainder_threshold)
+        spans = params.windows(expected)
         return failed_rows(spans, schema.ENCODE_FAILED, str(exc))
     if not windows:
         return []
@@ -394,7 +398,7 @@ def prepare_windows(clips: pd.DataFrame, params: CaptionPreparationStage, previe
             rows.extend(_clip_windows(clip, params, preview, seconds))
         except Exception as exc:  # noqa: BLE001 (one strange clip must not fail its partition)
             log.exception("%s clip %d: unexpected error", clip.video_path, clip.clip_index)
-            spans = split_windows(int(clip.num_frames), params.window_size, params.remainder_threshold) or [(0, 0)]
+            spans = params.windows(int(clip.num_frames)) or [(0, 0)]
             rows.extend(
                 {"video_path": clip.video_path, "clip_id": clip.clip_id, "clip_index": clip.clip_index,
                  "clip_start_s": clip.clip_start_s, "clip_end_s": clip.clip_end_s, "fps": clip.fps,
