@@ -34,11 +34,18 @@ from daskcap.storage import atomic_write_json, atomic_write_parquet, output_fs
 STATE_DIR = "_daskcap"
 # Settings that change no output byte: left out of the hash so they may differ on a rerun.
 _NEUTRAL_KEYS = {"verbose", "num_cpus_per_worker", "caption_batch_size", "model_batch_size", "max_workers", "log_stats"}
+# Fields kept for NeMo Curator's signatures that nothing reads (the stage: the fields).
+_NEUTRAL_FIELDS = {
+    "writer": {"generate_captions", "generate_embeddings", "embedding_algorithm"},
+    "caption": {"model_does_preprocess"},  # the preparation stage's is the one that acts
+    "enhance": {"captioning_model_variant"},
+}
 
 
-def _without_neutral(value):
+def _without_neutral(value, section: str | None = None):
     if isinstance(value, dict):
-        return {k: _without_neutral(v) for k, v in value.items() if k not in _NEUTRAL_KEYS}
+        skipped = _NEUTRAL_KEYS | _NEUTRAL_FIELDS.get(section, set())
+        return {k: _without_neutral(v, k if section is None else section) for k, v in value.items() if k not in skipped}
     return value
 
 

@@ -55,3 +55,17 @@ def test_a_listing_is_kept_in_shards(tmp_path):
     assert shard.finished() == {"videos": {"total": 3}}
     shard.clear_finished()
     assert shard.finished() is None
+
+
+def test_fields_that_change_no_output_stay_out_of_the_hash():
+    from daskcap.jobstate import config_hash
+
+    base = {"writer": {"output_path": "o", "generate_captions": False, "verbose": False},
+            "caption": {"model_does_preprocess": False, "max_output_tokens": 512},
+            "prepare": {"model_does_preprocess": False}}
+    same = {"writer": {"output_path": "o", "generate_captions": True, "verbose": True},
+            "caption": {"model_does_preprocess": True, "max_output_tokens": 512},
+            "prepare": {"model_does_preprocess": False}}
+    assert config_hash(base) == config_hash(same)
+    changed = {**base, "prepare": {"model_does_preprocess": True}}  # this one keeps frames at source size
+    assert config_hash(changed) != config_hash(base)
