@@ -3,8 +3,8 @@
 The work itself is streamed shard by shard (``daskcap/stream.py``) through the
 tasks that run on workers (``daskcap/tasks.py``): read -> clip over pieces of a
 shard, its clips packed into partitions bounded by their window count (so
-memory per task does not grow with video length), prepare -> preview (->
-caption -> enhance on engine workers, which keep their engines loaded, see
+memory per task does not grow with video length), prepare (previews made
+in the same decode) (-> caption -> enhance on engine workers, which keep their engines loaded, see
 engines/host.py) -> write per partition, and the shard's videos table at its
 end. The client keeps only each shard's counts, which it merges into
 ``summary.json``.

@@ -136,7 +136,7 @@ class StreamRunner:
     def _submit_partition(self, shard: _Shard, partition: int):
         job, submit = self.job, self.client.submit
         group = submit(tasks.shard_group, shard.plan, partition, key=self._key("group", shard.number, partition), pure=False, **self.on_cpu)
-        if not job.needs_engines:  # prepare -> preview -> write, one task
+        if not job.needs_engines:  # prepare (with previews) -> write, one task
             return submit(tasks.prepare_and_write_task, group, job, key=self._key("windows", shard.number, partition), pure=False, **self.on_cpu)
         prepared = submit(tasks.prepare_task, group, job, key=self._key("prepare", shard.number, partition), pure=False, **self.on_cpu)
         # Only the model's columns travel to the engine worker and back; the rest stays put.

@@ -27,7 +27,6 @@ from daskcap.stages.check import check_windows, flag_counts
 from daskcap.stages.clip import make_clips
 from daskcap.stages.nemo_files import PARTITION_VIDEOS, partition_videos
 from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
-from daskcap.stages.preview import make_previews
 from daskcap.stages.read import read_videos
 from daskcap.stages.write import INDEX_COLUMNS, finish_videos, write_videos, write_windows
 
@@ -206,11 +205,9 @@ def shard_group(plan: ShardPlan, partition: int) -> pd.DataFrame:
 
 
 def prepare_task(group: pd.DataFrame, job) -> pd.DataFrame:
-    """prepare (-> preview) of one partition: its window rows."""
-    windows = timed(group, "prepare", functools.partial(prepare_windows, preview=job.preview), job.prepare)
-    if job.preview is not None:
-        windows = timed(windows, "preview", make_previews, job.preview)
-    return windows
+    """prepare of one partition: its window rows, with their previews made from the frames
+    of the same decode (or ``preview_failed``); the seconds spent on them count as "preview"."""
+    return timed(group, "prepare", functools.partial(prepare_windows, preview=job.preview), job.prepare)
 
 
 def caption_task(frame: pd.DataFrame, params: CaptionGenerationStage, drop_model_input: bool) -> pd.DataFrame:
@@ -289,7 +286,7 @@ def write_task(frame: pd.DataFrame, job) -> pd.DataFrame:
 
 
 def prepare_and_write_task(group: pd.DataFrame, job) -> pd.DataFrame:
-    """Without models, a partition is one task: prepare (-> preview) -> write."""
+    """Without models, a partition is one task: prepare (with previews) -> write."""
     return write_task(prepare_task(group, job), job)
 
 
