@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from daskcap import schema
 from daskcap.prompts import ENHANCE_PROMPTS
 from daskcap.stages.check import CHECKED, FLAGS, CaptionCheckStage, check_windows, count_flags
-from daskcap.storage import atomic_write_json, atomic_write_parquet, output_fs
+from daskcap.storage import atomic_write_json, atomic_write_parquet, output_fs, parquet_parts
 
 # What the checks read from a window table.
 _INPUT_COLUMNS = ["clip_id", "prompt", "caption", "caption_finish_reason", "enhanced_caption", "enhance_finish_reason"]
@@ -39,13 +39,6 @@ def _enhance_prompt(summary: dict) -> str | None:
     if not enhance:
         return None
     return enhance.get("prompt_text") or ENHANCE_PROMPTS.get(enhance.get("prompt_variant", "default"))
-
-
-def _window_parts(fs, root: str) -> list[str]:
-    folder = f"{root}/windows"
-    if not fs.exists(folder):
-        return []
-    return sorted(p for p in fs.find(folder) if p.endswith(".parquet") and "/.tmp-" not in p)
 
 
 def _with_flags(table: pa.Table, flags) -> pa.Table:
@@ -69,7 +62,7 @@ def check_output(output_path: str, params: CaptionCheckStage = CaptionCheckStage
     enhance_prompt = _enhance_prompt(summary)
     flag_lists: dict[str, list] = {column: [] for _, _, column in CHECKED}
     examples: dict = {}
-    for part in _window_parts(fs, root):
+    for part in parquet_parts(fs, f"{root}/windows"):
         table = pq.read_table(io.BytesIO(fs.cat(part)))
         present = [c for c in _INPUT_COLUMNS if c in table.column_names]
         windows = schema.table_to_frame(table.select(present))

@@ -39,10 +39,7 @@ from daskcap.stages.read import VideoReaderStage, list_videos
 from daskcap.stages.write import ClipWriterStage
 from daskcap.storage import atomic_write_json, output_fs, redact
 from daskcap.stream import Progress, StreamRunner
-from daskcap.tasks import ENGINE_RESOURCE, add_usage, caption_task, enhance_task, plan_partitions  # noqa: F401 (re-exported)
-
-# The worker tasks under their earlier names, for code that imported them from here.
-_caption_task, _enhance_task = caption_task, enhance_task
+from daskcap.tasks import ENGINE_RESOURCE, add_usage
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,22 @@ def output_fs(output_path: str) -> tuple[AbstractFileSystem, str]:
     return url_to_fs(output_path)
 
 
+_TEMPORARY = ".tmp-"  # a file being written; renamed into place when whole
+
+
+def parquet_parts(fs: AbstractFileSystem, folder: str) -> list[str]:
+    """The Parquet files under ``folder``, sorted; none when it does not exist. Files still
+    being written (atomic_write_bytes' temporaries) are left out."""
+    if not fs.exists(folder):
+        return []
+    return sorted(p for p in fs.find(folder) if p.endswith(".parquet") and f"/{_TEMPORARY}" not in p)
+
+
 def atomic_write_bytes(fs: AbstractFileSystem, path: str, data: bytes) -> None:
     """Readers see either no file or the whole file, never a partial one."""
     parent = path.rsplit("/", 1)[0]
     fs.makedirs(parent, exist_ok=True)
-    temporary = f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
+    temporary = f"{parent}/{_TEMPORARY}{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
     with fs.open(temporary, "wb") as handle:
         handle.write(data)
     fs.mv(temporary, path)

@@ -26,6 +26,7 @@ import pandas as pd
 from distributed import Client, as_completed
 
 from daskcap import tasks
+from daskcap.engines.base import EngineUnavailable
 from daskcap.engines.host import ENGINE_TASK_SLOTS
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class StreamRunner:
         # their requests share the engine's calls (engines/host.py).
         engine = {"resources": {tasks.ENGINE_RESOURCE: 1 / ENGINE_TASK_SLOTS}, "pure": False}
         if job.caption is not None:
-            future = submit(tasks.caption_task, future, job.caption, True, key=self._key("caption", shard.number, partition), **engine)
+            future = submit(tasks.caption_task, future, job.caption, key=self._key("caption", shard.number, partition), **engine)
         if job.enhance is not None:
             future = submit(tasks.enhance_task, future, job.enhance, key=self._key("enhance", shard.number, partition), **engine)
         return submit(tasks.write_captioned_task, prepared, future, job, key=self._key("write", shard.number, partition), pure=False, **self.on_cpu)
@@ -171,7 +172,8 @@ class StreamRunner:
                 if finished is not None and not (self.retry_failed and _has_failures(finished)):
                     stats[number] = finished
                     continue
-                plan = self._plan(number, None if saved_plan(number) else paths_of(number), saved_plan(number))
+                saved = saved_plan(number)
+                plan = self._plan(number, None if saved else paths_of(number), saved)
                 outline = self.client.submit(tasks.shard_outline, plan, key=self._key("outline", number), pure=False)
                 active[number] = _Shard(number, plan)
                 roles[outline.key] = ("outline", number, None)
@@ -219,7 +221,7 @@ class StreamRunner:
                 self.progress.step("partitions")
                 if future.status == "error":
                     error = future.exception()
-                    if type(error).__name__ == "EngineUnavailable":
+                    if isinstance(error, EngineUnavailable):
                         raise error  # every partition would fail the same way: stop the job with it
                     log.error("shard %d partition %d failed: %r", number, partition, error)
                     shard.failures.append({"partition": partition, "error": repr(error)})

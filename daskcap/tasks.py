@@ -210,13 +210,16 @@ def prepare_task(group: pd.DataFrame, job) -> pd.DataFrame:
     return timed(group, "prepare", functools.partial(prepare_windows, preview=job.preview), job.prepare)
 
 
-def caption_task(frame: pd.DataFrame, params: CaptionGenerationStage, drop_model_input: bool) -> pd.DataFrame:
-    """On an engine worker: caption one partition with this worker's persistent engine."""
+def caption_task(frame: pd.DataFrame, params: CaptionGenerationStage) -> pd.DataFrame:
+    """On an engine worker: caption one partition's model inputs with this worker's
+    persistent engine. The sampled frames are not sent back: the write takes them, when
+    the output keeps them, from the prepared partition."""
     host = current_host()
     handle = host.handle(params.engine_config())
     result = timed(frame, "caption", lambda f, p: caption_windows(f, p, handle), params)
     host.count(partitions_captioned=1, windows_captioned=int(result["caption"].notna().sum()))
-    return drop_model_input_of(result) if drop_model_input else result
+    result["sampled_frames"] = None
+    return result
 
 
 def enhance_task(frame: pd.DataFrame, params: CaptionEnhancementStage) -> pd.DataFrame:
@@ -263,13 +266,6 @@ def join_captions(prepared: pd.DataFrame, captioned: pd.DataFrame, keep_model_in
 def write_captioned_task(prepared: pd.DataFrame, captioned: pd.DataFrame, job) -> pd.DataFrame:
     """On the CPU worker holding the prepared partition: join the captions back, then write."""
     return write_task(join_captions(prepared, captioned, job.writer.write_model_input), job)
-
-
-def drop_model_input_of(frame: pd.DataFrame) -> pd.DataFrame:
-    """Sampled frames are not needed after captioning: do not ship them back."""
-    frame = frame.copy()
-    frame["sampled_frames"] = None
-    return frame
 
 
 def write_task(frame: pd.DataFrame, job) -> pd.DataFrame:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -55,3 +58,36 @@ def tiny_models() -> dict:
     from daskcap.engines.tiny import build_tiny_models
 
     return build_tiny_models(TINY_MODELS)
+
+
+CLUSTER_SCRIPT = Path(__file__).resolve().parent.parent / "cluster" / "local.sh"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cluster_env() -> dict:
+    # The script uses the dask next to this Python (the project's venv).
+    return {**os.environ, "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """``(start, state)``: ``start(cpu, engines)`` starts a cluster with cluster/local.sh and
+    returns its scheduler's address; it is stopped when the test ends."""
+    state = tmp_path / "cluster"
+
+    def start(cpu: int, engines: int) -> str:
+        result = subprocess.run(
+            ["bash", str(CLUSTER_SCRIPT), "start", "--cpu-workers", str(cpu), "--engine-workers", str(engines),
+             "--port", str(free_port()), "--dir", str(state)],
+            capture_output=True, text=True, timeout=180, env=cluster_env(),
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip().splitlines()[-1]
+
+    yield start, state
+    subprocess.run(["bash", str(CLUSTER_SCRIPT), "stop", "--dir", str(state)], capture_output=True, timeout=60, env=cluster_env())

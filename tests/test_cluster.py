@@ -5,29 +5,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import CLUSTER_SCRIPT, cluster_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).parent.parent
-SCRIPT = ROOT / "cluster" / "local.sh"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _env() -> dict:
-    # The script uses the dask next to this Python (the project's venv).
-    return {**os.environ, "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
 
 
 def _group_alive(pid: int) -> bool:
@@ -36,23 +24,6 @@ def _group_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    state = tmp_path / "cluster"
-
-    def start(cpu: int, engines: int) -> str:
-        result = subprocess.run(
-            ["bash", str(SCRIPT), "start", "--cpu-workers", str(cpu), "--engine-workers", str(engines),
-             "--port", str(_free_port()), "--dir", str(state)],
-            capture_output=True, text=True, timeout=180, env=_env(),
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout.strip().splitlines()[-1]
-
-    yield start, state
-    subprocess.run(["bash", str(SCRIPT), "stop", "--dir", str(state)], capture_output=True, timeout=60, env=_env())
 
 
 def _submit(*args: str) -> subprocess.CompletedProcess:
@@ -88,7 +59,7 @@ def test_two_jobs_share_the_engine_and_stop_leaves_nothing(cluster, tmp_path, sa
 
     pids = [int(p.read_text()) for p in state.glob("*.pid")]
     assert len(pids) == 3  # scheduler, CPU workers, engine workers
-    stop = subprocess.run(["bash", str(SCRIPT), "stop", "--dir", str(state)], capture_output=True, text=True, timeout=60, env=_env())
+    stop = subprocess.run(["bash", str(CLUSTER_SCRIPT), "stop", "--dir", str(state)], capture_output=True, text=True, timeout=60, env=cluster_env())
     assert stop.returncode == 0, stop.stderr
     assert not any(_group_alive(pid) for pid in pids)
 

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -138,33 +137,22 @@ def test_a_killed_client_resumes_to_the_same_output(long_job, tmp_path, how):
     _assert_same_output(output, clean)
 
 
-def test_a_worker_killed_mid_job_loses_nothing(long_job, tmp_path):
+def test_a_worker_killed_mid_job_loses_nothing(long_job, tmp_path, cluster):
     from distributed import Client
 
     videos, flags, clean = long_job
-    state = tmp_path / "cluster"
-    env = {**os.environ, "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    script = str(ROOT / "cluster" / "local.sh")
-    start = subprocess.run(["bash", script, "start", "--cpu-workers", "2", "--engine-workers", "0", "--port", str(port),
-                            "--dir", str(state)], capture_output=True, text=True, timeout=120, env=env)
-    assert start.returncode == 0, start.stderr
-    address = start.stdout.strip().splitlines()[-1]
-    try:
-        output = tmp_path / "out"
-        job_flags = [f for f in flags if f not in ("--n-workers", "2")]
-        process = subprocess.Popen(_cli(str(videos), str(output), *job_flags, "--scheduler", address), cwd=ROOT,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        _wait_for_markers(output, 2, process)
-        with Client(address, timeout="20s") as client:
-            pids = client.run(os.getpid)
-        os.kill(sorted(pids.values())[0], signal.SIGKILL)  # its nanny starts a new one
-        _, stderr = process.communicate(timeout=200)
-        assert process.returncode == 0, stderr
-    finally:
-        subprocess.run(["bash", script, "stop", "--dir", str(state)], capture_output=True, timeout=60, env=env)
+    start, _ = cluster
+    address = start(cpu=2, engines=0)
+    output = tmp_path / "out"
+    job_flags = [f for f in flags if f not in ("--n-workers", "2")]
+    process = subprocess.Popen(_cli(str(videos), str(output), *job_flags, "--scheduler", address), cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for_markers(output, 2, process)
+    with Client(address, timeout="20s") as client:
+        pids = client.run(os.getpid)
+    os.kill(sorted(pids.values())[0], signal.SIGKILL)  # its nanny starts a new one
+    _, stderr = process.communicate(timeout=200)
+    assert process.returncode == 0, stderr
     assert json.loads((output / "summary.json").read_text())["windows"]["total"] == 20
     _assert_same_output(output, clean)
 

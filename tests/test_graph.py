@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from daskcap import schema
-from daskcap.graph import plan_partitions
+from daskcap.tasks import plan_partitions
 from daskcap.stages.prepare import CaptionPreparationStage
 from daskcap.video.windows import split_windows
 

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from argparse import Namespace
 from pathlib import Path
 
@@ -42,7 +38,6 @@ from daskcap.stages.clip import make_clips
 from daskcap.stages.prepare import prepare_windows
 from daskcap.stages.read import VideoReaderStage, read_videos
 
-ROOT = Path(__file__).parent.parent
 
 
 # --- names and arguments --------------------------------------------------------------------------
@@ -275,26 +270,15 @@ def test_the_tutorials_pipeline_runs_with_only_its_imports_changed(nemo_layout):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_the_tutorials_pipeline_on_an_existing_cluster(nemo_layout, tmp_path):
+def test_the_tutorials_pipeline_on_an_existing_cluster(nemo_layout, cluster):
     root, videos, models = nemo_layout
-    state = tmp_path / "cluster"
-    env = {**os.environ, "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    script = str(ROOT / "cluster" / "local.sh")
-    start = subprocess.run(["bash", script, "start", "--cpu-workers", "1", "--engine-workers", "1", "--port", str(port), "--dir", str(state)],
-                           capture_output=True, text=True, timeout=180, env=env)
-    assert start.returncode == 0, start.stderr
-    address = start.stdout.strip().splitlines()[-1]
-    try:
-        output = root / "out-existing"
-        pipeline = create_video_splitting_pipeline(tutorial_args(videos, output, models))
-        summary = pipeline.run(DaskExecutor(scheduler=address))
-        assert summary["cluster"]["scheduler"] == address
-        _check_nemo_files(output, videos)
-    finally:
-        subprocess.run(["bash", script, "stop", "--dir", str(state)], capture_output=True, timeout=120, env=env)
+    start, _ = cluster
+    address = start(cpu=1, engines=1)
+    output = root / "out-existing"
+    pipeline = create_video_splitting_pipeline(tutorial_args(videos, output, models))
+    summary = pipeline.run(DaskExecutor(scheduler=address))
+    assert summary["cluster"]["scheduler"] == address
+    _check_nemo_files(output, videos)
 
 
 def test_vllm_settings_from_the_command_line_and_a_cpu_memory_share_that_fits(tmp_path):

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 from distributed import WorkerPlugin, get_worker
 
-from daskcap.engines.base import Engine, EngineConfig, EngineUnavailable, Generation
+from daskcap.engines.base import Engine, EngineConfig, EngineUnavailable, Generation, resolve_backend
 from daskcap.engines.factory import build_engine
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class EngineHost(WorkerPlugin):
         self.model_load_s: Counter = Counter()
         self.counters: Counter = Counter()
         self.load_failures: Counter = Counter()  # per engine config, in a row
+        self.last_load_error = ""
         self._lock = threading.Lock()
         # Engines are not thread-safe (vLLM's LLM.generate is not): one thread per engine
         # (its batcher) makes every call.
@@ -171,8 +172,6 @@ class _Batcher:
     the transformers engine's batch size), so concurrent tasks share a batch."""
 
     def __init__(self, host: EngineHost, config: EngineConfig):
-        from daskcap.engines.base import resolve_backend
-
         self.host, self.config = host, config
         self.limit = config.batch_size if resolve_backend(config.backend) == "transformers" else float("inf")
         self.waiting: list[_Ticket] = []

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from daskcap.stages.check import FLAGS
-from daskcap.storage import atomic_write_bytes, output_fs
+from daskcap.storage import atomic_write_bytes, output_fs, parquet_parts
 
 # The columns the page shows; bytes (mp4s, previews, model input) stay out.
 WINDOW_COLUMNS = [
@@ -29,11 +29,8 @@ VIDEO_COLUMNS = ["video_path", "status", "error", "duration_s", "fps", "width", 
 
 
 def _read_table(fs, path: str, columns: list[str]) -> pd.DataFrame:
-    if not fs.exists(path):
-        return pd.DataFrame(columns=columns)
-    files = sorted(p for p in fs.find(path) if p.endswith(".parquet") and "/.tmp-" not in p)
     frames = []
-    for file in files:
+    for file in parquet_parts(fs, path):
         with fs.open(file, "rb") as handle:
             schema_names = pq.read_schema(handle).names
             handle.seek(0)
