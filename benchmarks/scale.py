@@ -107,8 +107,10 @@ def _bookkeeping(base: Path, count: int) -> dict:
     import pandas as pd
     from distributed import LocalCluster
 
-    from daskcap import schema, tasks
-    from daskcap.graph import ClusterOptions, Job, run_job
+    from daskcap import schema
+    from daskcap.run import plan, tasks
+    from daskcap.run.job import ClusterOptions, Job
+    from daskcap.run.runner import run_job
     from daskcap.stages.clip import FixedStrideClipStage
     from daskcap.stages.prepare import CaptionPreparationStage
     from daskcap.stages.read import VideoReaderStage
@@ -130,7 +132,7 @@ def _bookkeeping(base: Path, count: int) -> dict:
         index.attrs = dict(group.attrs)
         return index
 
-    tasks.probe_chunk = probe_standin
+    plan.probe_chunk = probe_standin
     tasks.prepare_and_write_task = partition_standin
     listing = base / f"listing-{count}.parquet"
     pd.DataFrame({"path": [f"/standin/v{i:08d}.mp4" for i in range(count)]}).to_parquet(listing)

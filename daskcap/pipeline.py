@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from daskcap.graph import ClusterOptions, Job, run_job
+from daskcap.run.job import ClusterOptions, Job
+from daskcap.run.runner import run_job
 from daskcap.stages._params import ParamError
 from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationStage
 from daskcap.stages.check import CaptionCheckStage

@@ -226,7 +226,7 @@ def test_thresholds_come_from_flags_and_the_config_file(tmp_path):
     import argparse
 
     from daskcap import cli
-    from daskcap.cli import build_pipeline
+    from daskcap.flags import build_pipeline
 
     (tmp_path / "in").mkdir()
     config = tmp_path / "job.toml"

@@ -16,7 +16,8 @@ from distributed import Client
 from distributed.system import MEMORY_LIMIT
 
 from daskcap.engines.base import visible_gpus as _visible_gpus
-from daskcap.graph import ClusterOptions, embedded_cluster, engine_worker_options
+from daskcap.run.cluster import embedded_cluster, engine_worker_options
+from daskcap.run.job import ClusterOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from gpu import build_model  # noqa: E402

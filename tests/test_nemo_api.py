@@ -285,6 +285,7 @@ def test_vllm_settings_from_the_command_line_and_a_cpu_memory_share_that_fits(tm
     import argparse
 
     from daskcap import cli
+    from daskcap.flags import build_pipeline
     from daskcap.engines.base import LoadedModel
     from daskcap.engines.vllm_engine import llm_kwargs, memory_utilization
 
@@ -293,7 +294,7 @@ def test_vllm_settings_from_the_command_line_and_a_cpu_memory_share_that_fits(tm
     (tmp_path / "in").mkdir()
     args = cli.apply_config(parser, run_parser, ["run", str(tmp_path / "in"), str(tmp_path / "out"), "--captioning-model", "m",
                                                  "--enhance-captions", "--vllm-kwargs", '{"enforce_eager": true, "swap_space": 0}'])
-    job = cli.build_pipeline(args).build()
+    job = build_pipeline(args).build()
     assert job.caption.vllm_kwargs == job.enhance.vllm_kwargs == {"enforce_eager": True, "swap_space": 0}
     with pytest.raises(SystemExit):
         cli.apply_config(parser, run_parser, ["run", "i", "o", "--vllm-kwargs", "[1, 2]"])

@@ -14,7 +14,8 @@ from daskcap.stages._params import ParamError
 from daskcap.stages.clip import FixedStrideClipStage, make_clips
 from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
 from daskcap.stages.preview import PreviewStage, make_previews
-from daskcap.stages.read import VideoReaderStage, list_videos, read_videos
+from daskcap.stages.listing import list_videos
+from daskcap.stages.read import VideoReaderStage, read_videos
 
 
 def _videos(*paths) -> pd.DataFrame:

@@ -11,8 +11,9 @@ import pytest
 vllm = pytest.importorskip("vllm")
 
 from daskcap import schema  # noqa: E402
-from daskcap.graph import ClusterOptions, embedded_cluster  # noqa: E402
-from daskcap.tasks import enhance_task as _enhance_task  # noqa: E402
+from daskcap.run.cluster import embedded_cluster  # noqa: E402
+from daskcap.run.job import ClusterOptions  # noqa: E402
+from daskcap.run.tasks import enhance_task as _enhance_task  # noqa: E402
 from daskcap.stages.caption import CaptionEnhancementStage  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]

@@ -1,18 +1,15 @@
-"""VideoReaderStage: list the input videos and probe each into a video row."""
+"""VideoReaderStage: where the videos are, and probing each into a video row (listing: ``listing.py``)."""
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
-import pyarrow.parquet as pq
-from fsspec.core import url_to_fs
 
 from daskcap import schema
-from daskcap.stages._params import Checks, ParamError
+from daskcap.stages._params import Checks
 from daskcap.video.probe import ProbeError, probe
 
 log = logging.getLogger(__name__)
@@ -60,47 +57,6 @@ class VideoReaderStage:
         if self.timeout_s is not None:
             checks.number("timeout_s", self.timeout_s, above=0)
         checks.done()
-
-
-def _protocol_prefix(fs, original: str) -> str:
-    if "://" not in original:
-        return ""
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return "" if protocol in ("file", "local") else f"{protocol}://"
-
-
-def list_videos(params: VideoReaderStage) -> pd.DataFrame:
-    """The input videos as a one-column (``video_path``) frame, sorted.
-
-    Raises ``FileNotFoundError`` when the input matches nothing at all.
-    """
-    source = params.input_video_path
-    fs, fs_path = url_to_fs(source)
-    prefix = _protocol_prefix(fs, source)
-    if source.endswith(".parquet") or (fs.isdir(fs_path) is False and fs_path.endswith(".parquet")):
-        with fs.open(fs_path, "rb") as handle:
-            table = pq.read_table(handle)
-        if "path" not in table.column_names:
-            raise ParamError(f"{source} has no 'path' column (columns: {', '.join(table.column_names)})")
-        paths = [p for p in table.column("path").to_pylist() if p]
-    elif any(ch in fs_path for ch in "*?["):
-        paths = [prefix + p for p in fs.glob(fs_path) if not fs.isdir(p)]
-    elif fs.isdir(fs_path):
-        paths = [
-            prefix + p
-            for p in fs.find(fs_path)
-            if p.lower().endswith(params.video_extensions)
-        ]
-    elif fs.exists(fs_path):
-        paths = [source]
-    else:
-        raise FileNotFoundError(f"input not found: {source}")
-    if "://" not in source:
-        paths = [os.path.abspath(p) if "://" not in p else p for p in paths]
-    paths = sorted(dict.fromkeys(paths))
-    if params.video_limit is not None and params.video_limit > 0:
-        paths = paths[: params.video_limit]
-    return pd.DataFrame({"video_path": pd.Series(paths, dtype=schema.empty_frame(schema.VIDEO_SCHEMA)["video_path"].dtype)})
 
 
 def read_videos(paths: pd.DataFrame, params: VideoReaderStage) -> pd.DataFrame:

@@ -1,8 +1,9 @@
 """The streaming runner: a job in bounded pieces, however large its input.
 
-The client lists the input and cuts it into shards of ``videos_per_shard`` paths.
-Shards are planned on workers a little ahead of need (probe tasks over pieces
-of the shard, then ``plan_shard``, see ``daskcap/tasks.py``); the plan stays on
+The input is listed in pieces on workers (``listing.py``); shards are runs of
+``videos_per_shard`` of its paths. Shards are planned on workers a little ahead
+of need (their paths read from the listing, probe tasks over slices of them,
+then ``plan_shard``, see ``plan.py``); the plan stays on
 the worker, and only its list of partitions comes back. Partitions are
 submitted as slots free up, so at most ``max_in_flight`` partitions exist at
 once: a few per CPU worker without models; with models, a few per engine
@@ -15,7 +16,6 @@ The scheduler's task count and the client's memory stay flat as the input grows.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 import uuid
 from collections import deque
@@ -25,9 +25,13 @@ from dataclasses import dataclass, field
 import pandas as pd
 from distributed import Client, as_completed
 
-from daskcap import tasks
 from daskcap.engines.base import EngineUnavailable
 from daskcap.engines.host import ENGINE_TASK_SLOTS
+from daskcap.run import plan as shard_plan
+from daskcap.run import tasks
+from daskcap.run.cluster import ENGINE_RESOURCE
+from daskcap.run.listing import Listing, shard_paths
+from daskcap.run.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -42,36 +46,6 @@ class _Shard:
     running: int = 0
     written: list = field(default_factory=list)  # futures of this run's partition indexes
     failures: list = field(default_factory=list)
-
-
-class Progress:
-    """Progress bars: videos probed, partitions written, shards finished (off with --quiet)."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.bars: dict = {}
-
-    def announce(self, message: str) -> None:
-        if self.enabled:
-            print(message, file=sys.stderr, flush=True)
-
-    def grow(self, name: str, total: int) -> None:
-        if not self.enabled:
-            return
-        if name not in self.bars:
-            from tqdm.auto import tqdm
-
-            self.bars[name] = tqdm(total=0, desc=f"{name:>10}", unit="", position=len(self.bars), leave=True, dynamic_ncols=True)
-        self.bars[name].total += total
-        self.bars[name].refresh()
-
-    def step(self, name: str, n: int = 1) -> None:
-        if self.enabled and name in self.bars:
-            self.bars[name].update(n)
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
 
 
 class StreamRunner:
@@ -120,23 +94,33 @@ class StreamRunner:
 
     # --- shards ----------------------------------------------------------------------------------
 
-    def _plan(self, number: int, paths: pd.DataFrame | None, saved: bool):
-        """The future of shard ``number``'s plan: probed and planned, or loaded when an earlier run saved it."""
+    def _plan(self, number: int, paths: pd.DataFrame | Listing, saved: bool):
+        """The future of shard ``number``'s plan: probed and planned, or loaded when an earlier
+        run saved it. ``paths``: the shard's paths (a dry run lists in the client), or the
+        saved listing its worker reads them from."""
         job, submit = self.job, self.client.submit
         if saved:
-            return submit(tasks.load_shard_plan, number, job, self.windows_per_partition, self.plan_over, self.retry_failed,
+            return submit(shard_plan.load_shard_plan, number, job, self.windows_per_partition, self.plan_over, self.retry_failed,
                           key=self._key("plan", number), pure=False, **self.on_cpu)
-        size = max(1, -(-len(paths) // self.probe_pieces))
-        probes = [
-            submit(tasks.probe_chunk, paths.iloc[i : i + size].reset_index(drop=True), job, key=self._key("probe", number, i), pure=False, **self.on_cpu)
-            for i in range(0, len(paths), size)
-        ]
-        return submit(tasks.plan_shard, number, job, self.windows_per_partition, self.plan_over, *probes,
+        count = len(paths) if isinstance(paths, pd.DataFrame) else paths.size(number)
+        size = max(1, -(-count // self.probe_pieces))
+        if isinstance(paths, pd.DataFrame):
+            probes = [
+                submit(shard_plan.probe_chunk, paths.iloc[i : i + size].reset_index(drop=True), job, key=self._key("probe", number, i), pure=False, **self.on_cpu)
+                for i in range(0, count, size)
+            ]
+        else:
+            listed = submit(shard_paths, job.writer.output_path, paths.ranges(number), key=self._key("paths", number), pure=False, **self.on_cpu)
+            probes = [
+                submit(shard_plan.probe_slice, listed, i, i + size, job, key=self._key("probe", number, i), pure=False, **self.on_cpu)
+                for i in range(0, count, size)
+            ]
+        return submit(shard_plan.plan_shard, number, job, self.windows_per_partition, self.plan_over, *probes,
                       key=self._key("plan", number), pure=False, **self.on_cpu)
 
     def _submit_partition(self, shard: _Shard, partition: int):
         job, submit = self.job, self.client.submit
-        group = submit(tasks.shard_group, shard.plan, partition, key=self._key("group", shard.number, partition), pure=False, **self.on_cpu)
+        group = submit(shard_plan.shard_group, shard.plan, partition, key=self._key("group", shard.number, partition), pure=False, **self.on_cpu)
         if not job.needs_engines:  # prepare (with previews) -> write, one task
             return submit(tasks.prepare_and_write_task, group, job, key=self._key("windows", shard.number, partition), pure=False, **self.on_cpu)
         prepared = submit(tasks.prepare_task, group, job, key=self._key("prepare", shard.number, partition), pure=False, **self.on_cpu)
@@ -144,7 +128,7 @@ class StreamRunner:
         future = submit(tasks.model_inputs, prepared, key=self._key("inputs", shard.number, partition), pure=False, **self.on_cpu)
         # A share of the engine worker's one GPU: a few model tasks run there at once and
         # their requests share the engine's calls (engines/host.py).
-        engine = {"resources": {tasks.ENGINE_RESOURCE: 1 / ENGINE_TASK_SLOTS}, "pure": False}
+        engine = {"resources": {ENGINE_RESOURCE: 1 / ENGINE_TASK_SLOTS}, "pure": False}
         if job.caption is not None:
             future = submit(tasks.caption_task, future, job.caption, key=self._key("caption", shard.number, partition), **engine)
         if job.enhance is not None:
@@ -153,9 +137,9 @@ class StreamRunner:
 
     # --- the loop ----------------------------------------------------------------------------------
 
-    def run(self, shard_numbers: list[int], paths_of: Callable[[int], pd.DataFrame], finished_of: Callable[[int], dict | None],
+    def run(self, shard_numbers: list[int], paths_of: Callable[[int], pd.DataFrame | Listing], finished_of: Callable[[int], dict | None],
             saved_plan: Callable[[int], bool]) -> list[dict]:
-        """Each shard's counts, in shard order. ``paths_of(n)``: shard n's listing;
+        """Each shard's counts, in shard order. ``paths_of(n)``: shard n's paths, or the listing holding them;
         ``finished_of(n)``: its counts when an earlier run finished it; ``saved_plan(n)``:
         whether an earlier run saved its plan."""
         stats: dict[int, dict] = {}
@@ -174,7 +158,7 @@ class StreamRunner:
                     continue
                 saved = saved_plan(number)
                 plan = self._plan(number, None if saved else paths_of(number), saved)
-                outline = self.client.submit(tasks.shard_outline, plan, key=self._key("outline", number), pure=False)
+                outline = self.client.submit(shard_plan.shard_outline, plan, key=self._key("outline", number), pure=False)
                 active[number] = _Shard(number, plan)
                 roles[outline.key] = ("outline", number, None)
                 planning[outline.key] = number
@@ -192,7 +176,7 @@ class StreamRunner:
                     events.add(future)
 
         def finish(shard: _Shard) -> None:
-            future = self.client.submit(tasks.finish_shard, shard.plan, self.job, shard.failures, *shard.written,
+            future = self.client.submit(shard_plan.finish_shard, shard.plan, self.job, shard.failures, *shard.written,
                                         key=self._key("finish", shard.number), pure=False, **self.on_cpu)
             roles[future.key] = ("finish", shard.number, None)
             events.add(future)

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from daskcap import schema
-from daskcap.tasks import plan_partitions
+from daskcap.run.plan import plan_partitions
 from daskcap.stages.prepare import CaptionPreparationStage
 from daskcap.video.windows import split_windows
 
@@ -38,7 +38,8 @@ def test_no_clips_no_partitions():
 
 
 def test_an_output_that_is_not_a_daskcap_run_is_refused_then_overwritten_on_request(tmp_path):
-    from daskcap.graph import UsageError, prepare_output
+    from daskcap.run.job import UsageError
+    from daskcap.run.state import prepare_output
     from daskcap.stages.write import ClipWriterStage
 
     output = tmp_path / "out"

@@ -1,7 +1,8 @@
 """What an output directory remembers about the job writing it, so a rerun resumes.
 
 ``OUTPUT/_daskcap/`` holds ``job.json`` (the configuration and its hash), the
-listing (the input's paths cut into shards, written once before any work), and
+listing (the input's paths in the pieces listed on workers, with the count of
+each, written once before any work), and
 per shard (``shards/NNNNN/``) its plan (probed video rows and clip rows with
 their partition number, written by the worker that planned it), one
 completion marker per finished partition (``done/part-NNNNN.json``, written
@@ -17,46 +18,43 @@ worker, a killed client) is overwritten, never duplicated.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-import pyarrow as pa
-
 from daskcap import schema
-from daskcap.stages.write import INDEX_COLUMNS
+from daskcap.run.job import UsageError
+from daskcap.stages.write import INDEX_COLUMNS, ClipWriterStage
 from daskcap.storage import atomic_write_json, atomic_write_parquet, output_fs
 
 STATE_DIR = "_daskcap"
-# Settings that change no output byte: left out of the hash so they may differ on a rerun.
-_NEUTRAL_KEYS = {"verbose", "num_cpus_per_worker", "caption_batch_size", "model_batch_size", "max_workers", "log_stats"}
-# Fields kept for NeMo Curator's signatures that nothing reads (the stage: the fields).
-_NEUTRAL_FIELDS = {
-    "writer": {"generate_captions", "generate_embeddings", "embedding_algorithm"},
-    "caption": {"model_does_preprocess"},  # the preparation stage's is the one that acts
-    "enhance": {"captioning_model_variant"},
-}
+# What a run writes at the top of its output: a folder holding any of them and no
+# job.json is not a run to resume.
+OUTPUT_ENTRIES = ("windows", "videos", "previews", "clips", "metas", "processed_videos", "processed_clip_chunks", "summary.json", "report", STATE_DIR)
 
 
-def _without_neutral(value, section: str | None = None):
-    if isinstance(value, dict):
-        skipped = _NEUTRAL_KEYS | _NEUTRAL_FIELDS.get(section, set())
-        return {k: _without_neutral(v, k if section is None else section) for k, v in value.items() if k not in skipped}
-    return value
+def piece_stem(number: int) -> str:
+    return f"piece-{number:05d}"
 
 
-def config_hash(config: dict) -> str:
-    """A short, stable hash of everything that decides the output."""
-    canonical = json.dumps(_without_neutral(config), sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def params_dict(params) -> dict | None:
-    return asdict(params) if params is not None else None
+def prepare_output(writer: ClipWriterStage, overwrite: bool) -> None:
+    """Refuse to mix a new run into files that are not a run to resume, unless told to overwrite them."""
+    if writer.dry_run:
+        return
+    fs, root = output_fs(writer.output_path)
+    existing = [name for name in OUTPUT_ENTRIES if fs.exists(f"{root}/{name}")]
+    if existing and not overwrite:
+        raise UsageError(
+            f"{writer.output_path} already holds files ({', '.join(existing)}) that are not a daskcap run to resume; "
+            "pass --overwrite (Pipeline(..., overwrite=True)) to replace them, or choose another output"
+        )
+    for name in existing:
+        fs.rm(f"{root}/{name}", recursive=True)
+    fs.makedirs(root, exist_ok=True)
 
 
 @dataclass
@@ -78,25 +76,36 @@ class OutputState:
         atomic_write_json(self.fs, f"{self.dir}/job.json", job)
 
     # --- listing -------------------------------------------------------------------------
-    # The input's paths, cut into shards once, so a resume works on the same shards.
+    # The input's paths in pieces (listed on workers), saved once, so a resume works on
+    # the same shards: shard n is rows [n * videos_per_shard, (n + 1) * videos_per_shard)
+    # of the pieces read in order.
     def has_listing(self) -> bool:
         return self.fs.exists(f"{self.dir}/listing/shards.json")
 
-    def save_listing(self, shards: list[pd.DataFrame]) -> None:
-        """Each shard's paths, then the count (written last: it marks a complete listing)."""
-        for number, paths in enumerate(shards):
-            table = pa.Table.from_pandas(paths[["video_path"]], preserve_index=False)
-            atomic_write_parquet(self.fs, self._listing(number), table)
-        atomic_write_json(self.fs, f"{self.dir}/listing/shards.json", {"shards": len(shards), "videos": sum(map(len, shards))})
+    def save_piece(self, number: int, paths: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(paths[["video_path"]], preserve_index=False)
+        atomic_write_parquet(self.fs, self._piece(number), table)
+
+    def load_piece(self, number: int) -> pd.DataFrame:
+        return self._read_listing(self._piece(number))
+
+    def save_listing(self, info: dict) -> None:
+        """The pieces' counts and the shards cut from them, written last: it marks a complete listing."""
+        atomic_write_json(self.fs, f"{self.dir}/listing/shards.json", info)
 
     def listing_info(self) -> dict:
         return json.loads(self.fs.cat(f"{self.dir}/listing/shards.json"))
 
-    def load_listing(self, number: int) -> pd.DataFrame:
-        return pq.read_table(io.BytesIO(self.fs.cat(self._listing(number)))).to_pandas()
+    def load_paths(self, ranges: list[tuple[str, int, int | None]]) -> pd.DataFrame:
+        """The paths of (file stem, start, stop) row ranges of listing files, in order."""
+        parts = [self._read_listing(f"{self.dir}/listing/{stem}.parquet").iloc[start:stop] for stem, start, stop in ranges]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"video_path": pd.Series(dtype=object)})
 
-    def _listing(self, number: int) -> str:
-        return f"{self.dir}/listing/shard-{number:05d}.parquet"
+    def _read_listing(self, path: str) -> pd.DataFrame:
+        return pq.read_table(io.BytesIO(self.fs.cat(path))).to_pandas()
+
+    def _piece(self, number: int) -> str:
+        return f"{self.dir}/listing/{piece_stem(number)}.parquet"
 
     def shard(self, number: int) -> ShardState:
         return ShardState(self.output_path, number)

@@ -1,0 +1,128 @@
+"""Where a job runs: an embedded cluster started here (CPU workers, plus engine workers
+pinned to GPUs the way dask-cuda pins them) or an existing one, checked before any work."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+import dask
+from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
+
+from daskcap.engines.base import visible_gpus
+from daskcap.engines.host import ENGINE_TASK_SLOTS
+from daskcap.run.job import ClusterOptions
+
+log = logging.getLogger(__name__)
+
+ENGINE_RESOURCE = "GPU"  # what engine workers advertise; model tasks ask for a share of one
+
+# Packages whose versions must agree between this client and every worker:
+# the rows and graphs they exchange are pickled pandas/pyarrow/dask objects.
+_MATCHING_PACKAGES = ["daskcap", "pandas", "pyarrow", "av", "numpy"]
+
+
+def engine_worker_options(index: int, engine_workers: int, gpus: list[str]) -> dict:
+    """Nanny options of embedded engine worker ``index``, pinned to a GPU the way dask-cuda pins its workers.
+
+    Its GPU comes first in CUDA_VISIBLE_DEVICES (several engine workers per GPU go round
+    the GPUs), with dask-cuda's CPU-affinity plugin when dask-cuda is installed. The host
+    memory limit is the machine's over the engine workers, as dask-cuda sets it: the
+    default share of one core would have the nanny kill a worker that loads a 7B model.
+    No CUDA context is made before the engine is built (vLLM must be the first to make one).
+    """
+    from distributed.system import MEMORY_LIMIT
+
+    # Several model tasks at once: their requests share the engine's batches (engines/host.py).
+    options: dict = {"resources": {ENGINE_RESOURCE: 1}, "memory_limit": MEMORY_LIMIT // engine_workers, "env": {}, "nthreads": ENGINE_TASK_SLOTS}
+    if not gpus:
+        return options
+    first = index % len(gpus)
+    options["env"] = {"CUDA_VISIBLE_DEVICES": ",".join(gpus[first:] + gpus[:first])}
+    try:
+        from dask_cuda.plugins import CPUAffinity
+        from dask_cuda.utils import get_cpu_affinity
+    except ImportError:
+        log.warning(
+            "dask-cuda is not installed: engine workers are plain Dask workers pinned by CUDA_VISIBLE_DEVICES, "
+            "without its CPU affinity (pip install -e '.[gpu]')"
+        )
+        return options
+    device = gpus[first]
+    options["plugins"] = [CPUAffinity(get_cpu_affinity(int(device) if device.isdigit() else device))]
+    return options
+
+
+@contextlib.contextmanager
+def embedded_cluster(options: ClusterOptions, needs_engines: bool) -> Iterator[SpecCluster]:
+    """A cluster in this process: CPU workers, plus engine workers when models run.
+
+    Engine workers are started non-daemonic (the setting is read by the nanny
+    in this process when it spawns, and respawns, a worker): vLLM starts its
+    own engine process, which a daemonic process may not do.
+    """
+    n_workers = options.n_workers or os.cpu_count() or 1
+    if not needs_engines:
+        with LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
+        ) as cluster:
+            yield cluster
+        return
+    quiet = {"nthreads": 1, "silence_logs": logging.ERROR}
+    workers = {f"cpu-{i}": {"cls": Nanny, "options": dict(quiet)} for i in range(n_workers)}
+    gpus = visible_gpus()
+    engine_workers = options.engine_workers or max(1, len(gpus))
+    for i in range(engine_workers):
+        workers[f"engine-{i}"] = {"cls": Nanny, "options": {**quiet, **engine_worker_options(i, engine_workers, gpus)}}
+    with (
+        dask.config.set({"distributed.worker.daemon": False}),
+        SpecCluster(
+            scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
+            workers=workers,
+            silence_logs=logging.ERROR,
+            name="daskcap",
+        ) as cluster,
+    ):
+        yield cluster
+
+
+@contextlib.contextmanager
+def connect(options: ClusterOptions, needs_engines: bool = False) -> Iterator[Client]:
+    """A client to ``options.scheduler``, or to a cluster started here."""
+    if options.scheduler:
+        with Client(options.scheduler) as client:
+            yield client
+        return
+    with embedded_cluster(options, needs_engines) as cluster, Client(cluster) as client:
+        client.wait_for_workers(len(cluster.worker_spec))
+        yield client
+
+
+def workers_by_kind(client: Client) -> tuple[list[str], list[str]]:
+    """(CPU workers, engine workers) by the resources they advertise."""
+    cpu, engine = [], []
+    for address, info in client.scheduler_info(n_workers=-1)["workers"].items():
+        (engine if info.get("resources", {}).get(ENGINE_RESOURCE) else cpu).append(address)
+    return sorted(cpu), sorted(engine)
+
+
+def check_cluster(client: Client, options: ClusterOptions, needs_engines: bool) -> list[str]:
+    """Problems that would break a job on this cluster, found before any work."""
+    problems = []
+    cpu, engines = workers_by_kind(client)
+    if not cpu and not engines:
+        problems.append(f"the cluster at {options.scheduler} has no workers; start some (see cluster/README.md)")
+    if needs_engines and not engines:
+        problems.append(
+            f"captions need engine workers, and the cluster at {options.scheduler} has none: start one per GPU "
+            f"with `dask cuda worker {options.scheduler} --resources {ENGINE_RESOURCE}=1` "
+            f"(CPU-only: `dask worker {options.scheduler} --nthreads 4 --resources {ENGINE_RESOURCE}=1`), "
+            "or use cluster/local.sh"
+        )
+    try:
+        client.get_versions(check=True, packages=_MATCHING_PACKAGES)
+    except ValueError as exc:
+        problems.append(f"versions differ between this client and the cluster; install the same ones everywhere:\n{exc}")
+    return problems

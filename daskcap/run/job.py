@@ -1,0 +1,137 @@
+"""What a job is: its stages (``Job``), where it runs (``ClusterOptions``), the
+configuration that decides its output (and that configuration's hash), and the
+checks made before any video is read."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from daskcap.engines.base import resolve_backend
+from daskcap.engines.weights import check_available
+from daskcap.prompts import ENHANCE_PROMPTS
+from daskcap.stages._params import Checks
+from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationStage
+from daskcap.stages.check import CaptionCheckStage
+from daskcap.stages.clip import FixedStrideClipStage
+from daskcap.stages.prepare import CaptionPreparationStage
+from daskcap.stages.preview import PreviewStage
+from daskcap.stages.read import VideoReaderStage
+from daskcap.stages.write import ClipWriterStage
+
+
+class JobError(RuntimeError):
+    """The job cannot start or finish; the message says why and what to do."""
+
+
+class UsageError(JobError):
+    """The job was refused before any work (nothing to read, output in the way, no model)."""
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Where the job runs: an existing scheduler, or an embedded cluster."""
+
+    scheduler: str | None = None
+    n_workers: int | None = None  # embedded cluster CPU workers; default one per core
+    engine_workers: int | None = None  # embedded engine workers; default one per GPU, else 1
+    windows_per_partition: int = 8
+    videos_per_shard: int = 1000  # the unit the client keeps track of; a resume keeps the first run's
+
+    def __post_init__(self) -> None:
+        checks = Checks("cluster")
+        for name in ("n_workers", "engine_workers"):
+            if getattr(self, name) is not None:
+                checks.number(name, getattr(self, name), 1, integer=True)
+        checks.number("windows_per_partition", self.windows_per_partition, 1, integer=True)
+        checks.number("videos_per_shard", self.videos_per_shard, 1, integer=True)
+        checks.done()
+
+
+@dataclass(frozen=True)
+class Job:
+    reader: VideoReaderStage
+    clipper: FixedStrideClipStage
+    prepare: CaptionPreparationStage
+    writer: ClipWriterStage
+    preview: PreviewStage | None = None
+    caption: CaptionGenerationStage | None = None
+    enhance: CaptionEnhancementStage | None = None
+    check: CaptionCheckStage | None = None
+
+    @property
+    def enhance_prompt(self) -> str | None:
+        """The enhancement prompt (the caption checks' language rule reads it)."""
+        if self.enhance is None:
+            return None
+        return self.enhance.prompt_text or ENHANCE_PROMPTS[self.enhance.prompt_variant]
+
+    @property
+    def needs_engines(self) -> bool:
+        return self.caption is not None or self.enhance is not None
+
+
+# --- the configuration and its hash ---------------------------------------------------------------
+
+# Settings that change no output byte: left out of the hash so they may differ on a rerun.
+_NEUTRAL_KEYS = {"verbose", "num_cpus_per_worker", "caption_batch_size", "model_batch_size", "max_workers", "log_stats"}
+# Fields kept for NeMo Curator's signatures that nothing reads (the stage: the fields).
+_NEUTRAL_FIELDS = {
+    "writer": {"generate_captions", "generate_embeddings", "embedding_algorithm"},
+    "caption": {"model_does_preprocess"},  # the preparation stage's is the one that acts
+    "enhance": {"captioning_model_variant"},
+}
+
+
+def params_dict(params) -> dict | None:
+    return asdict(params) if params is not None else None
+
+
+def job_config(job: Job, options: ClusterOptions) -> dict:
+    """The configuration that decides the output (its hash is in summary.json and _daskcap/job.json)."""
+    return {
+        "reader": params_dict(job.reader),
+        "clipper": params_dict(job.clipper),
+        "prepare": params_dict(job.prepare),
+        "preview": params_dict(job.preview),
+        "caption": params_dict(job.caption),
+        "enhance": params_dict(job.enhance),
+        "check": params_dict(job.check),
+        "writer": params_dict(job.writer),
+        "windows_per_partition": options.windows_per_partition,
+    }
+
+
+def _without_neutral(value, section: str | None = None):
+    if isinstance(value, dict):
+        skipped = _NEUTRAL_KEYS | _NEUTRAL_FIELDS.get(section, set())
+        return {k: _without_neutral(v, k if section is None else section) for k, v in value.items() if k not in skipped}
+    return value
+
+
+def config_hash(config: dict) -> str:
+    """A short, stable hash of everything that decides the output."""
+    canonical = json.dumps(_without_neutral(config), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# --- checks before any work ------------------------------------------------------------------------
+
+
+def check_models(job: Job, options: ClusterOptions) -> list[str]:
+    """Problems with the model stages, found before any video is read."""
+    problems = []
+    for stage in (job.caption, job.enhance):
+        if stage is None:
+            continue
+        problems += [f"{type(stage).__name__}: {p}" for p in check_available(stage.model_name, stage.model_dir)]
+        if stage.fp8:
+            # On an existing cluster the workers decide "auto"; here we can only judge our own machine.
+            backend = stage.engine if (options.scheduler and stage.engine == "auto") else resolve_backend(stage.engine)
+            if backend == "transformers":
+                problems.append(
+                    f"{type(stage).__name__}: fp8 needs the vLLM engine; the transformers engine "
+                    "(the only one available here) would silently run full precision"
+                )
+    return problems

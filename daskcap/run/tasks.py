@@ -1,0 +1,101 @@
+"""What runs on workers for one partition: ``prepare_task`` (-> ``model_inputs`` ->
+``caption_task`` -> ``enhance_task`` on engine workers) -> ``write_task``, or,
+without models, ``prepare_and_write_task``. Each takes and returns plain frames;
+the streaming runner (``stream.py``) submits them.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pandas as pd
+
+from daskcap.engines.host import current_host
+from daskcap.run.plan import PARTITION, SHARD, shard_state
+from daskcap.run.timing import STAGE_SECONDS, timed
+from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationStage, caption_windows, enhance_windows
+from daskcap.stages.check import check_windows
+from daskcap.stages.prepare import prepare_windows
+from daskcap.stages.write import write_windows
+
+
+def prepare_task(group: pd.DataFrame, job) -> pd.DataFrame:
+    """prepare of one partition: its window rows, with their previews made from the frames
+    of the same decode (or ``preview_failed``); the seconds spent on them count as "preview"."""
+    return timed(group, "prepare", functools.partial(prepare_windows, preview=job.preview), job.prepare)
+
+
+def caption_task(frame: pd.DataFrame, params: CaptionGenerationStage) -> pd.DataFrame:
+    """On an engine worker: caption one partition's model inputs with this worker's
+    persistent engine. The sampled frames are not sent back: the write takes them, when
+    the output keeps them, from the prepared partition."""
+    host = current_host()
+    handle = host.handle(params.engine_config())
+    result = timed(frame, "caption", lambda f, p: caption_windows(f, p, handle), params)
+    host.count(partitions_captioned=1, windows_captioned=int(result["caption"].notna().sum()))
+    result["sampled_frames"] = None
+    return result
+
+
+def enhance_task(frame: pd.DataFrame, params: CaptionEnhancementStage) -> pd.DataFrame:
+    host = current_host()
+    handle = host.handle(params.engine_config())
+    result = timed(frame, "enhance", lambda f, p: enhance_windows(f, p, handle), params)
+    host.count(windows_enhanced=int(result["enhanced_caption"].notna().sum()))
+    return result
+
+
+# What the model stages read and write of a window: only these go to an engine worker.
+WINDOW_ID = ["clip_id", "window_index"]
+MODEL_COLUMNS = [
+    *WINDOW_ID, "video_path", "start_frame", "end_frame", "fps", "num_sampled_frames", "sampled_height", "sampled_width",
+    "sampled_frames", "prompt", "status", "error",
+    "caption", "stage1_caption", "caption_model", "caption_prompt_tokens", "caption_output_tokens", "caption_finish_reason",
+    "enhanced_caption", "enhance_model", "enhance_prompt_tokens", "enhance_output_tokens", "enhance_finish_reason",
+]
+
+
+def model_inputs(prepared: pd.DataFrame) -> pd.DataFrame:
+    """The model's part of a prepared partition (ids, sampled frames, prompt): the window
+    mp4s and previews stay on the CPU worker that made them."""
+    inputs = prepared[MODEL_COLUMNS].copy()
+    inputs.attrs = dict(prepared.attrs)
+    return inputs
+
+
+def join_captions(prepared: pd.DataFrame, captioned: pd.DataFrame, keep_model_input: bool) -> pd.DataFrame:
+    """The prepared windows with the model stages' columns, matched by window id."""
+    results = captioned.set_index(WINDOW_ID)
+    joined = prepared.copy()
+    at = pd.MultiIndex.from_frame(prepared[WINDOW_ID])
+    for column in MODEL_COLUMNS:
+        if column not in WINDOW_ID and column != "sampled_frames":
+            joined[column] = results[column].reindex(at).to_numpy()
+            joined[column] = joined[column].astype(prepared[column].dtype)
+    if not keep_model_input:
+        joined["sampled_frames"] = None
+    joined.attrs = dict(captioned.attrs)  # the prepare seconds came along, the model stages' were added
+    return joined
+
+
+def write_captioned_task(prepared: pd.DataFrame, captioned: pd.DataFrame, job) -> pd.DataFrame:
+    """On the CPU worker holding the prepared partition: join the captions back, then write."""
+    return write_task(join_captions(prepared, captioned, job.writer.write_model_input), job)
+
+
+def write_task(frame: pd.DataFrame, job) -> pd.DataFrame:
+    """Check the captions (when the job asks), write one partition, then its completion
+    marker (the last thing written); return its light index."""
+    shard, number = frame.attrs[SHARD], frame.attrs[PARTITION]
+    if job.check is not None:
+        frame = timed(frame, "check", lambda f, p: check_windows(f, p, job.enhance_prompt), job.check)
+    index = timed(frame, "write", lambda f, p: write_windows(f, p, f"part-{shard:05d}-{number:05d}"), job.writer)
+    state = shard_state(job, shard)
+    if state is not None:
+        state.mark_done(number, index, index.attrs.get(STAGE_SECONDS, {}))
+    return index
+
+
+def prepare_and_write_task(group: pd.DataFrame, job) -> pd.DataFrame:
+    """Without models, a partition is one task: prepare (with previews) -> write."""
+    return write_task(prepare_task(group, job), job)
