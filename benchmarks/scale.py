@@ -125,7 +125,8 @@ def _bookkeeping(base: Path, count: int) -> dict:
                               "width": 64, "height": 48, "num_frames": 4, "status": "ok", "error": None})
         return videos, schema.frame_from_rows(clips.to_dict("records"), schema.CLIP_SCHEMA)
 
-    def partition_standin(group: pd.DataFrame, job) -> pd.DataFrame:
+    def partition_standin(shard, partition: int, job) -> pd.DataFrame:
+        group = plan.shard_group(shard, partition)
         rows = [{"video_path": c.video_path, "clip_id": c.clip_id, "clip_index": 0, "window_index": 0, "start_frame": 0, "end_frame": 3,
                  "num_sampled_frames": 2, "status": "ok"} for c in group.itertuples()]
         index = schema.frame_from_rows(rows, schema.WINDOW_SCHEMA)[INDEX_COLUMNS]

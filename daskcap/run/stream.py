@@ -66,6 +66,8 @@ class StreamRunner:
         self.client = client
         self.job = job
         self.on_cpu = {"workers": cpu_workers or None, "allow_other_workers": not cpu_workers}
+        self.cpu_workers = cpu_workers
+        self.load = dict.fromkeys(cpu_workers, 0)  # partitions in flight per CPU worker
         self.windows_per_partition = windows_per_partition
         self.plan_over = plan_over
         self.retry_failed = retry_failed
@@ -89,6 +91,15 @@ class StreamRunner:
             self._sampled = now
             self.most_tasks = max(self.most_tasks, self.client.run_on_scheduler(_task_count))
 
+    def _on(self, worker: str | None) -> dict:
+        """Run on ``worker`` when it is there (else anywhere): tasks follow the client's
+        choice, not the data they read, or every task of a shard would go to the worker
+        that holds its plan while the others wait."""
+        return {"workers": [worker], "allow_other_workers": True} if worker else self.on_cpu
+
+    def _least_loaded(self) -> str | None:
+        return min(self.load, key=self.load.get) if self.load else None
+
     def _key(self, *parts) -> str:
         return "-".join(["daskcap", *map(str, parts), self.run_id])
 
@@ -111,21 +122,23 @@ class StreamRunner:
             ]
         else:
             listed = submit(shard_paths, job.writer.output_path, paths.ranges(number), key=self._key("paths", number), pure=False, **self.on_cpu)
+            workers = self.cpu_workers or [None]
             probes = [
-                submit(shard_plan.probe_slice, listed, i, i + size, job, key=self._key("probe", number, i), pure=False, **self.on_cpu)
+                submit(shard_plan.probe_slice, listed, i, i + size, job, key=self._key("probe", number, i), pure=False,
+                       **self._on(workers[(i // size) % len(workers)]))
                 for i in range(0, count, size)
             ]
         return submit(shard_plan.plan_shard, number, job, self.windows_per_partition, self.plan_over, *probes,
                       key=self._key("plan", number), pure=False, **self.on_cpu)
 
-    def _submit_partition(self, shard: _Shard, partition: int):
-        job, submit = self.job, self.client.submit
-        group = submit(shard_plan.shard_group, shard.plan, partition, key=self._key("group", shard.number, partition), pure=False, **self.on_cpu)
+    def _submit_partition(self, shard: _Shard, partition: int, worker: str | None):
+        job, submit, on = self.job, self.client.submit, self._on(worker)
+        # The plan is copied once to each worker that runs a partition of its shard.
         if not job.needs_engines:  # prepare (with previews) -> write, one task
-            return submit(tasks.prepare_and_write_task, group, job, key=self._key("windows", shard.number, partition), pure=False, **self.on_cpu)
-        prepared = submit(tasks.prepare_task, group, job, key=self._key("prepare", shard.number, partition), pure=False, **self.on_cpu)
+            return submit(tasks.prepare_and_write_task, shard.plan, partition, job, key=self._key("windows", shard.number, partition), pure=False, **on)
+        prepared = submit(tasks.prepare_task, shard.plan, partition, job, key=self._key("prepare", shard.number, partition), pure=False, **on)
         # Only the model's columns travel to the engine worker and back; the rest stays put.
-        future = submit(tasks.model_inputs, prepared, key=self._key("inputs", shard.number, partition), pure=False, **self.on_cpu)
+        future = submit(tasks.model_inputs, prepared, key=self._key("inputs", shard.number, partition), pure=False, **on)
         # A share of the engine worker's one GPU: a few model tasks run there at once and
         # their requests share the engine's calls (engines/host.py).
         engine = {"resources": {ENGINE_RESOURCE: 1 / ENGINE_TASK_SLOTS}, "pure": False}
@@ -133,7 +146,7 @@ class StreamRunner:
             future = submit(tasks.caption_task, future, job.caption, key=self._key("caption", shard.number, partition), **engine)
         if job.enhance is not None:
             future = submit(tasks.enhance_task, future, job.enhance, key=self._key("enhance", shard.number, partition), **engine)
-        return submit(tasks.write_captioned_task, prepared, future, job, key=self._key("write", shard.number, partition), pure=False, **self.on_cpu)
+        return submit(tasks.write_captioned_task, prepared, future, job, key=self._key("write", shard.number, partition), pure=False, **on)
 
     # --- the loop ----------------------------------------------------------------------------------
 
@@ -146,7 +159,7 @@ class StreamRunner:
         waiting = deque(shard_numbers)
         planning: dict[str, int] = {}  # outline future key -> shard
         active: dict[int, _Shard] = {}
-        roles: dict[str, tuple] = {}  # future key -> ("outline" | "partition" | "finish", shard, partition)
+        roles: dict[str, tuple] = {}  # future key -> ("outline" | "partition" | "finish", shard, partition, CPU worker)
         events = as_completed()
 
         def plan_ahead() -> None:
@@ -160,7 +173,7 @@ class StreamRunner:
                 plan = self._plan(number, None if saved else paths_of(number), saved)
                 outline = self.client.submit(shard_plan.shard_outline, plan, key=self._key("outline", number), pure=False)
                 active[number] = _Shard(number, plan)
-                roles[outline.key] = ("outline", number, None)
+                roles[outline.key] = ("outline", number, None, None)
                 planning[outline.key] = number
                 events.add(outline)
 
@@ -168,8 +181,11 @@ class StreamRunner:
             for shard in sorted(active.values(), key=lambda s: s.number):
                 while shard.queue and self.in_flight < self.max_in_flight:
                     partition = shard.queue.popleft()
-                    future = self._submit_partition(shard, partition)
-                    roles[future.key] = ("partition", shard.number, partition)
+                    worker = self._least_loaded()
+                    future = self._submit_partition(shard, partition, worker)
+                    if worker:
+                        self.load[worker] += 1
+                    roles[future.key] = ("partition", shard.number, partition, worker)
                     shard.running += 1
                     self.in_flight += 1
                     self.most_in_flight = max(self.most_in_flight, self.in_flight)
@@ -178,7 +194,7 @@ class StreamRunner:
         def finish(shard: _Shard) -> None:
             future = self.client.submit(shard_plan.finish_shard, shard.plan, self.job, shard.failures, *shard.written,
                                         key=self._key("finish", shard.number), pure=False, **self.on_cpu)
-            roles[future.key] = ("finish", shard.number, None)
+            roles[future.key] = ("finish", shard.number, None, None)
             events.add(future)
 
         plan_ahead()
@@ -186,7 +202,7 @@ class StreamRunner:
         if not roles:
             return [stats[n] for n in shard_numbers]
         for future in events:
-            role, number, partition = roles.pop(future.key)
+            role, number, partition, worker = roles.pop(future.key)
             shard = active.get(number)
             if role == "outline":
                 del planning[future.key]
@@ -202,6 +218,8 @@ class StreamRunner:
             elif role == "partition":
                 shard.running -= 1
                 self.in_flight -= 1
+                if worker in self.load:
+                    self.load[worker] -= 1
                 self.progress.step("partitions")
                 if future.status == "error":
                     error = future.exception()

@@ -11,7 +11,7 @@ import functools
 import pandas as pd
 
 from daskcap.engines.host import current_host
-from daskcap.run.plan import PARTITION, SHARD, shard_state
+from daskcap.run.plan import PARTITION, SHARD, ShardPlan, shard_group, shard_state
 from daskcap.run.timing import STAGE_SECONDS, timed
 from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationStage, caption_windows, enhance_windows
 from daskcap.stages.check import check_windows
@@ -19,9 +19,11 @@ from daskcap.stages.prepare import prepare_windows
 from daskcap.stages.write import write_windows
 
 
-def prepare_task(group: pd.DataFrame, job) -> pd.DataFrame:
-    """prepare of one partition: its window rows, with their previews made from the frames
-    of the same decode (or ``preview_failed``); the seconds spent on them count as "preview"."""
+def prepare_task(plan: ShardPlan, partition: int, job) -> pd.DataFrame:
+    """prepare of partition ``partition`` of a shard: its window rows, with their previews
+    made from the frames of the same decode (or ``preview_failed``); the seconds spent on
+    them count as "preview"."""
+    group = shard_group(plan, partition)
     return timed(group, "prepare", functools.partial(prepare_windows, preview=job.preview), job.prepare)
 
 
@@ -96,6 +98,6 @@ def write_task(frame: pd.DataFrame, job) -> pd.DataFrame:
     return index
 
 
-def prepare_and_write_task(group: pd.DataFrame, job) -> pd.DataFrame:
+def prepare_and_write_task(plan: ShardPlan, partition: int, job) -> pd.DataFrame:
     """Without models, a partition is one task: prepare (with previews) -> write."""
-    return write_task(prepare_task(group, job), job)
+    return write_task(prepare_task(plan, partition, job), job)
