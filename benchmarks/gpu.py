@@ -111,10 +111,10 @@ def build_model(directory: Path, size: str = "7b", device: str = "cuda") -> dict
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from daskcap.engines.tiny import SPECIAL_TOKENS, _tokenizer
+    from daskcap.engines.tiny.text import SPECIAL_TOKENS, build_tokenizer
 
     shape = SIZES[size]
-    tokenizer = _tokenizer(512)
+    tokenizer = build_tokenizer(512)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
     config = Qwen2_5_VLConfig(
         text_config={

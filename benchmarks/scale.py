@@ -9,10 +9,11 @@
    (the embedded scheduler runs in the same process), the most tasks the
    scheduler held, the most partitions in flight, and the time to the first
    written window. The ratio between the sizes shows what grows with the input.
-2. ``--bookkeeping N``: N listed videos through listing, planning, submission
-   and bookkeeping with probing and the partition work replaced by trivial
-   stand-ins (no file is opened), on an in-process cluster: the client's peak
-   RSS and the scheduler's most-held tasks.
+2. ``--bookkeeping N``: N videos of a Parquet list through listing, planning,
+   submission and bookkeeping, with probing and the partition work replaced by
+   trivial stand-ins in the worker processes (no file is opened): the client's
+   peak RSS (with its embedded scheduler), the scheduler's most-held tasks and
+   the time to the first written window.
 3. A captioned run where the engine is slower than preparation (a toy-size
    Qwen2.5-VL with random weights writing 128 tokens a window, one window per
    partition): the most partitions in
@@ -104,44 +105,26 @@ def run_bookkeeping(base: Path, count: int) -> dict:
 
 
 def _bookkeeping(base: Path, count: int) -> dict:
+    """The client and its embedded scheduler in this process; two worker processes run
+    daskcap's tasks with probing and the partition work replaced (scale_standins.py)."""
     import pandas as pd
     from distributed import LocalCluster
 
-    from daskcap import schema
-    from daskcap.run import plan, tasks
     from daskcap.run.job import ClusterOptions, Job
     from daskcap.run.runner import run_job
     from daskcap.stages.clip import FixedStrideClipStage
     from daskcap.stages.prepare import CaptionPreparationStage
     from daskcap.stages.read import VideoReaderStage
-    from daskcap.stages.write import INDEX_COLUMNS, ClipWriterStage
+    from daskcap.stages.write import ClipWriterStage
 
-    def probe_standin(paths: pd.DataFrame, job) -> tuple[pd.DataFrame, pd.DataFrame]:
-        videos = pd.DataFrame({"video_path": paths["video_path"], "status": "ok", "error": None, "fps": 4.0, "duration_s": 1.0,
-                               "width": 64, "height": 48, "num_frames": 4})
-        videos = schema.frame_from_rows(videos.to_dict("records"), schema.VIDEO_SCHEMA)
-        clips = pd.DataFrame({"video_path": videos["video_path"], "clip_id": videos["video_path"], "clip_index": 0, "clip_start_s": 0.0,
-                              "clip_end_s": 1.0, "source_start_frame": 0, "source_end_frame": 4, "reaches_end": True, "fps": 4.0,
-                              "width": 64, "height": 48, "num_frames": 4, "status": "ok", "error": None})
-        return videos, schema.frame_from_rows(clips.to_dict("records"), schema.CLIP_SCHEMA)
-
-    def partition_standin(shard, partition: int, job) -> pd.DataFrame:
-        group = plan.shard_group(shard, partition)
-        rows = [{"video_path": c.video_path, "clip_id": c.clip_id, "clip_index": 0, "window_index": 0, "start_frame": 0, "end_frame": 3,
-                 "num_sampled_frames": 2, "status": "ok"} for c in group.itertuples()]
-        index = schema.frame_from_rows(rows, schema.WINDOW_SCHEMA)[INDEX_COLUMNS]
-        index.attrs = dict(group.attrs)
-        return index
-
-    plan.probe_chunk = probe_standin
-    tasks.prepare_and_write_task = partition_standin
     listing = base / f"listing-{count}.parquet"
     pd.DataFrame({"path": [f"/standin/v{i:08d}.mp4" for i in range(count)]}).to_parquet(listing)
     output = base / f"out-bookkeeping-{count}"
     shutil.rmtree(output, ignore_errors=True)
     job = Job(reader=VideoReaderStage(str(listing)), clipper=FixedStrideClipStage(clip_len_s=10.0, min_clip_length_s=0.5),
               prepare=CaptionPreparationStage(), writer=ClipWriterStage(str(output), write_metas=False))
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+    standins = str(Path(__file__).with_name("scale_standins.py"))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", preload=[standins]) as cluster:
         started = time.time()
         summary = run_job(job, ClusterOptions(scheduler=cluster.scheduler_address, windows_per_partition=64), progress=False)
     return {
@@ -149,9 +132,12 @@ def _bookkeeping(base: Path, count: int) -> dict:
         "wall_s": round(time.time() - started, 1),
         "client_peak_rss_mb": summary["client"]["peak_rss_mb"],
         "scheduler_most_tasks": summary["client"]["scheduler_most_tasks"],
+        "first_window_s": summary["client"]["first_window_s"],
+        "listing_s": summary["client"]["listing_s"],
         "shards": summary["shards"],
         "partitions": summary["partitions"],
-        "note": "stand-ins for probing and partition work, 64 windows per partition, workers in the client's process",
+        "note": "stand-ins for probing and partition work in 2 worker processes (scale_standins.py), 64 windows per partition; "
+                "the client and the embedded scheduler in one process",
     }
 
 

@@ -1,33 +1,40 @@
-"""daskcap: caption, preview and window video clips at scale on Dask."""
+"""daskcap: caption, preview and window video clips at scale on Dask.
 
-from daskcap.pipeline import DaskExecutor, Pipeline
-from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationStage
-from daskcap.stages.check import CaptionCheckStage
-from daskcap.stages.clip import FixedStrideClipStage
-from daskcap.stages.prepare import CaptionPreparationStage
-from daskcap.stages.preview import PreviewStage
-from daskcap.stages.read import VideoReaderStage
-from daskcap.stages.transcode import ClipTranscodingStage
-from daskcap.stages.write import ClipWriterStage
+The public API (``from daskcap import Pipeline, VideoReaderStage, ...``) is loaded
+on first use, so importing one of daskcap's modules never imports all the others
+(and no module imports, through this package, a module that imports it back).
+"""
 
-# NeMo Curator's names for the same classes, so its users change only their imports.
-VideoReader = VideoReaderStage
-FixedStrideExtractorStage = FixedStrideClipStage
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CaptionCheckStage",
-    "CaptionEnhancementStage",
-    "CaptionGenerationStage",
-    "CaptionPreparationStage",
-    "ClipTranscodingStage",
-    "ClipWriterStage",
-    "DaskExecutor",
-    "FixedStrideClipStage",
-    "FixedStrideExtractorStage",
-    "Pipeline",
-    "PreviewStage",
-    "VideoReader",
-    "VideoReaderStage",
-]
+# Name -> the module that defines it. VideoReader and FixedStrideExtractorStage are
+# NeMo Curator's names for the same classes, so its users change only their imports.
+_HOMES = {
+    "DaskExecutor": ("daskcap.pipeline", "DaskExecutor"),
+    "Pipeline": ("daskcap.pipeline", "Pipeline"),
+    "CaptionEnhancementStage": ("daskcap.stages.caption", "CaptionEnhancementStage"),
+    "CaptionGenerationStage": ("daskcap.stages.caption", "CaptionGenerationStage"),
+    "CaptionCheckStage": ("daskcap.stages.check", "CaptionCheckStage"),
+    "FixedStrideClipStage": ("daskcap.stages.clip", "FixedStrideClipStage"),
+    "FixedStrideExtractorStage": ("daskcap.stages.clip", "FixedStrideClipStage"),
+    "CaptionPreparationStage": ("daskcap.stages.prepare", "CaptionPreparationStage"),
+    "PreviewStage": ("daskcap.stages.preview", "PreviewStage"),
+    "VideoReaderStage": ("daskcap.stages.read", "VideoReaderStage"),
+    "VideoReader": ("daskcap.stages.read", "VideoReaderStage"),
+    "ClipTranscodingStage": ("daskcap.stages.transcode", "ClipTranscodingStage"),
+    "ClipWriterStage": ("daskcap.stages.write", "ClipWriterStage"),
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        module, attribute = _HOMES[name]
+        return getattr(importlib.import_module(module), attribute)
+    raise AttributeError(f"module 'daskcap' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])

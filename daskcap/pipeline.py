@@ -136,8 +136,6 @@ class Pipeline:
         if CaptionCheckStage in found and not self.caption_checks:
             problems.append("a CaptionCheckStage is added but Pipeline(caption_checks=False) turns the checks off: do one or the other")
         prepare = found.get(CaptionPreparationStage)
-        if PreviewStage in found and prepare is not None and not prepare.generate_previews:
-            problems.append("PreviewStage needs CaptionPreparationStage(generate_previews=True) (previews are made from window mp4s)")
         if problems:
             raise ParamError(problems)
         writer = found[ClipWriterStage]

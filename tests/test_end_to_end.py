@@ -116,7 +116,7 @@ def test_summary_json(run_output):
     assert summary["videos"] == {"total": 5, "by_status": {"ok": 3, "read_failed": 2}}
     assert summary["windows"] == {"total": 6, "by_status": {"ok": 6}}
     assert summary["clips"]["total"] == 3
-    assert set(summary["stage_seconds"]) == {"read", "clip", "prepare", "preview", "write"}
+    assert set(summary["stage_seconds"]) == {"read", "clip", "prepare", "preview", "write", "finish"}
     # Prepare builds the previews: their seconds are the preview stage's, not prepare's.
     assert summary["stage_seconds"]["preview"] > 0 and summary["stage_seconds"]["prepare"] > 0
     assert set(summary["stage_cpu_seconds"]) == set(summary["stage_seconds"])

@@ -17,7 +17,7 @@ from videogen import decode_stamps, parse_webp, stamped_frame, write_audio_only,
 from daskcap import schema
 from daskcap.stages.clip import FixedStrideClipStage, make_clips
 from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
-from daskcap.stages.preview import PreviewStage, make_previews
+from daskcap.stages.preview import PreviewStage
 from daskcap.stages.read import VideoReaderStage, read_videos
 from daskcap.stages.write import finish_videos
 
@@ -26,7 +26,7 @@ def _run(*paths, clip_len_s=10.0, min_clip_length_s=2.0):
     """read -> clip -> prepare -> preview in process; returns (videos, windows)."""
     videos = read_videos(pd.DataFrame({"video_path": [str(p) for p in paths]}), VideoReaderStage("unused"))
     clips = make_clips(videos, FixedStrideClipStage(clip_len_s=clip_len_s, min_clip_length_s=min_clip_length_s))
-    windows = make_previews(prepare_windows(clips, CaptionPreparationStage()), PreviewStage())
+    windows = prepare_windows(clips, CaptionPreparationStage(), preview=PreviewStage())
     return finish_videos(videos, windows, clips).set_index("video_path"), windows
 
 

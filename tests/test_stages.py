@@ -13,7 +13,7 @@ from daskcap import schema
 from daskcap.stages._params import ParamError
 from daskcap.stages.clip import FixedStrideClipStage, make_clips
 from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
-from daskcap.stages.preview import PreviewStage, make_previews
+from daskcap.stages.preview import PreviewStage
 from daskcap.stages.listing import list_videos
 from daskcap.stages.read import VideoReaderStage, read_videos
 
@@ -23,9 +23,9 @@ def _videos(*paths) -> pd.DataFrame:
     return read_videos(pd.DataFrame({"video_path": [str(p) for p in paths]}), reader)
 
 
-def _windows(path, clip_len_s=10.0, **prepare) -> pd.DataFrame:
+def _windows(path, clip_len_s=10.0, preview=None, **prepare) -> pd.DataFrame:
     clips = make_clips(_videos(path), FixedStrideClipStage(clip_len_s=clip_len_s))
-    return prepare_windows(clips, CaptionPreparationStage(**prepare))
+    return prepare_windows(clips, CaptionPreparationStage(**prepare), preview=preview)
 
 
 def _sampled_stamps(window) -> list[int]:
@@ -258,7 +258,7 @@ def test_params_are_validated_together():
 
 
 def test_preview_is_an_animated_looping_webp(samples):
-    windows = make_previews(_windows(samples / "bikes.mp4"), PreviewStage())
+    windows = _windows(samples / "bikes.mp4", preview=PreviewStage())
     window = windows.iloc[0]
     assert window.status == "ok"
     webp = parse_webp(window.preview_webp)
@@ -270,24 +270,39 @@ def test_preview_is_an_animated_looping_webp(samples):
 
 
 def test_preview_parameters_take_effect(samples):
-    windows = _windows(samples / "bikes.mp4")
-    small = parse_webp(make_previews(windows, PreviewStage(target_fps=2.0, target_height=120)).iloc[0].preview_webp)
+    small = parse_webp(_windows(samples / "bikes.mp4", preview=PreviewStage(target_fps=2.0, target_height=120)).iloc[0].preview_webp)
     assert small["canvas"] == (282, 120) and len(small["frames"]) == 20
-    low = make_previews(windows, PreviewStage(quality=5)).iloc[0].preview_webp
-    high = make_previews(windows, PreviewStage(quality=95)).iloc[0].preview_webp
+    low = _windows(samples / "bikes.mp4", preview=PreviewStage(quality=5)).iloc[0].preview_webp
+    high = _windows(samples / "bikes.mp4", preview=PreviewStage(quality=95)).iloc[0].preview_webp
     assert len(low) < len(high)
+    # Previews do not need window mp4s (NeMo's generate_previews=False cuts none).
+    alone = _windows(samples / "bikes.mp4", preview=PreviewStage(), generate_previews=False).iloc[0]
+    assert alone.window_mp4 is None and parse_webp(alone.preview_webp)["canvas"][1] == 240
 
 
-def test_failed_preview_is_recorded_not_dropped(stamped):
-    windows = _windows(stamped(300, 30), clip_len_s=5.0)
-    windows.loc[0, "window_mp4"] = b"\x00\x00\x01 garbage, not an mp4" * 10
-    previews = make_previews(windows, PreviewStage())
-    assert len(previews) == len(windows) == 2
-    assert previews["status"].tolist() == ["preview_failed", "ok"]
-    assert previews["error"].iloc[0] and previews["preview_webp"].iloc[0] is None
-    assert parse_webp(previews["preview_webp"].iloc[1])["loop"] == 0
+def test_failed_preview_is_recorded_not_dropped(stamped, monkeypatch):
+    # A fault injected into the WebP encoder for the first window only: that window is
+    # marked preview_failed with the encoder's error, its mp4s and frames are kept, and
+    # the next window gets its preview.
+    from daskcap.stages import prepare
+
+    real, calls = prepare.encode_preview, []
+
+    def failing_once(frames, size, params):
+        calls.append(size)
+        if len(calls) == 1:
+            raise ValueError("injected: the WebP encoder refused the frames")
+        return real(frames, size, params)
+
+    monkeypatch.setattr(prepare, "encode_preview", failing_once)
+    windows = _windows(stamped(300, 30), clip_len_s=5.0, preview=PreviewStage())
+    assert len(windows) == 2 and len(calls) == 2
+    assert windows["status"].tolist() == ["preview_failed", "ok"]
+    assert "injected" in windows["error"].iloc[0] and windows["preview_webp"].iloc[0] is None
+    assert decode_stamps(windows["window_mp4"].iloc[0]) == list(range(windows["end_frame"].iloc[0] + 1))
+    assert parse_webp(windows["preview_webp"].iloc[1])["loop"] == 0
 
 
 def test_preview_warns_when_the_source_is_smaller_than_the_target(samples, caplog):
-    make_previews(_windows(samples / "carphone_pristine.mp4"), PreviewStage())
+    _windows(samples / "carphone_pristine.mp4", preview=PreviewStage())
     assert any("below the preview" in record.message for record in caplog.records)

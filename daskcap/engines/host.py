@@ -42,6 +42,9 @@ class EngineHost(WorkerPlugin):
     """
 
     name = PLUGIN_NAME
+    # Registered by every job's client (register_plugin): a second registration under the
+    # same name is a no-op, so a long-lived worker keeps the engines it has loaded.
+    idempotent = True
 
     def __init__(self) -> None:
         self.engines: dict[str, tuple[EngineConfig, Engine]] = {}
@@ -54,6 +57,12 @@ class EngineHost(WorkerPlugin):
         # Engines are not thread-safe (vLLM's LLM.generate is not): one thread per engine
         # (its batcher) makes every call.
         self.batchers: dict[str, _Batcher] = {}
+
+    def __getstate__(self) -> dict:
+        return {}  # sent to workers empty: engines, locks and threads are made there
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
 
     def setup(self, worker) -> None:
         self.worker_address = worker.address
@@ -230,9 +239,8 @@ def current_host() -> EngineHost:
     worker = get_worker()
     host = worker.plugins.get(PLUGIN_NAME)
     if host is None:
-        # Made by the first model task on the worker, not registered by the client:
-        # registering again would replace the plugin, and with it the engines a
-        # long-lived worker keeps loaded for the next job.
+        # The client registers it before any model task; a task run some other way
+        # (a worker that joined without the registration) makes its own.
         host = EngineHost()
         host.setup(worker)
         worker.plugins[PLUGIN_NAME] = host

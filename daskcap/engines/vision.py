@@ -9,9 +9,9 @@ against ``Qwen2VLImageProcessorPil`` (an image is two identical frames).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+
+from daskcap.video.windows import QWEN2_5_VL, QWEN3_VL, PatchSpec
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
@@ -27,15 +27,9 @@ def _normalized_values() -> np.ndarray:
 _NORMALIZED = _normalized_values()
 
 
-@dataclass(frozen=True)
-class PatchSpec:
-    patch_size: int = 14  # Qwen3-VL: 16
-    temporal_patch_size: int = 2
-    merge_size: int = 2
-
-
-QWEN2_5_VL_PATCHES = PatchSpec()
-QWEN3_VL_PATCHES = PatchSpec(patch_size=16)
+# The patch facts live with the pixel grids (daskcap/video/windows.py), stated once.
+QWEN2_5_VL_PATCHES = QWEN2_5_VL.patches
+QWEN3_VL_PATCHES = QWEN3_VL.patches
 
 
 def video_patches(frames: np.ndarray, spec: PatchSpec = QWEN2_5_VL_PATCHES) -> tuple[np.ndarray, tuple[int, int, int]]:

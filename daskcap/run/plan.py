@@ -14,7 +14,8 @@ import pandas as pd
 
 from daskcap import schema
 from daskcap.run.state import ShardState
-from daskcap.run.timing import sum_seconds, timed
+from daskcap.meter import measure
+from daskcap.run.timing import add_usage, sum_seconds, timed
 from daskcap.stages.check import flag_counts
 from daskcap.stages.clip import make_clips
 from daskcap.stages.nemo_files import PARTITION_VIDEOS, partition_videos
@@ -155,7 +156,16 @@ def finish_shard(plan: ShardPlan, job, failures: list[dict], *indexes: pd.DataFr
     ``indexes`` are this run's partitions; those of earlier runs are read from their
     markers. ``failures``: ``{"partition", "error"}`` of partitions whose task failed
     (their videos become partial or task_failed). A shard with no failure is marked finished.
+    Its own cost counts as the stage "finish".
     """
+    with measure() as used:
+        stats = _finish_shard(plan, job, failures, indexes)
+    stats["stage_seconds"]["finish"] = stats["stage_seconds"].get("finish", 0.0) + used.wall_s
+    add_usage(stats["stage_usage"], "finish", used.cpu_s, used.peak_rss)
+    return stats
+
+
+def _finish_shard(plan: ShardPlan, job, failures: list[dict], indexes: tuple[pd.DataFrame, ...]) -> dict:
     state = shard_state(job, plan.number)
     failures = [{**failure, "shard": plan.number, "videos": failed_videos(plan, failure["partition"])} for failure in failures]
     seconds = dict(plan.probe_seconds)

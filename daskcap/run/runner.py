@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from distributed import Client
 
-from daskcap.engines.host import worker_stats
+from daskcap.engines.host import EngineHost, worker_stats
 from daskcap.meter import process_peak_rss
 from daskcap.run.cluster import check_cluster, connect, workers_by_kind
 from daskcap.run.job import ClusterOptions, Job, UsageError, check_models, config_hash, job_config
@@ -112,6 +112,8 @@ def connected(run: RunState) -> Iterator[Client]:
             if problems:
                 raise UsageError("\n".join(problems))
         run.cpu_workers, run.engine_workers = workers_by_kind(client)
+        if run.job.needs_engines:
+            client.register_plugin(EngineHost())  # idempotent: loaded engines survive it
         run.progress.announce(f"daskcap: dashboard {client.dashboard_link}")
         yield client
 

@@ -1,4 +1,4 @@
 """Stages: each a ``DataFrame -> DataFrame`` function plus a frozen params dataclass.
 
-Stage modules never import dask; ``daskcap.graph`` wires them into a Dask graph.
+Stage modules never import dask; ``daskcap.run`` runs them on a Dask cluster.
 """

@@ -1,19 +1,18 @@
 """PreviewStage: an animated, looping WebP per window.
 
-prepare_windows builds previews from the frames it decodes anyway (see
-``preview_plan``); ``make_previews`` fills the rest from each window's mp4.
+Previews are made where the frames are decoded: ``prepare_windows`` shrinks the
+few frames a window's preview shows as they pass (``preview_plan`` says which and
+how big) and encodes them here (``encode_preview``); a window whose preview fails
+is marked ``preview_failed``, keeping everything else.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 
 import av
-import pandas as pd
 
-from daskcap import schema
 from daskcap.stages._params import Checks
 from daskcap.video.encode import encode_webp
 
@@ -86,50 +85,3 @@ def warn_low_source(video_path: str, fps: float, source_height: int, params: Pre
 
 _warned: set[str] = set()
 _WARNED_MAX = 4096
-
-
-def _window_preview(window_mp4: bytes, fps: float, params: PreviewStage) -> tuple[bytes, int]:
-    """The preview's bytes and the source frame height, decoding the window's mp4."""
-    with av.open(io.BytesIO(window_mp4), "r") as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        num_frames = stream.frames or sum(1 for _ in container.demux(stream) if _.size)
-        if not stream.frames:
-            container.seek(0)
-        source_height = stream.codec_context.height
-        positions, size = preview_plan(num_frames, fps, stream.codec_context.width, source_height, params)
-        picked = []
-        wanted = iter(positions)
-        next_position = next(wanted, None)
-        for position, frame in enumerate(container.decode(stream)):
-            while next_position is not None and position == next_position:
-                # Shrink now so only small frames are held.
-                picked.append(frame.reformat(*size, format="yuv420p"))
-                next_position = next(wanted, None)
-            if next_position is None:
-                break
-    return encode_preview(picked, size, params), source_height
-
-
-def make_previews(windows: pd.DataFrame, params: PreviewStage) -> pd.DataFrame:
-    """Fill ``preview_webp``; a window whose preview fails gets ``preview_failed``."""
-    windows = windows.copy()
-    previews = list(windows["preview_webp"])
-    statuses = list(windows["status"])
-    errors = list(windows["error"])
-    for i, window in enumerate(windows.itertuples(index=False)):
-        if window.status != schema.OK or isinstance(previews[i], bytes):
-            continue  # failed, or previewed while its clip was decoded (prepare_windows)
-        if window.window_mp4 is None:
-            statuses[i], errors[i] = schema.PREVIEW_FAILED, "no window mp4 (run CaptionPreparationStage with generate_previews=True)"
-            continue
-        try:
-            previews[i], source_height = _window_preview(window.window_mp4, window.fps, params)
-            warn_low_source(window.video_path, window.fps, source_height, params)
-        except Exception as exc:  # noqa: BLE001 (a failed preview is recorded, never fatal)
-            statuses[i], errors[i] = schema.PREVIEW_FAILED, f"{type(exc).__name__}: {exc}"
-            log.warning("%s window %s/%d: preview failed: %s", window.video_path, window.clip_id, window.window_index, exc)
-    windows["preview_webp"] = pd.Series(previews, index=windows.index, dtype=windows["preview_webp"].dtype)
-    windows["status"] = pd.Series(statuses, index=windows.index, dtype=windows["status"].dtype)
-    windows["error"] = pd.Series(errors, index=windows.index, dtype=windows["error"].dtype)
-    return windows

@@ -60,22 +60,55 @@ def sample_indices(start: int, end: int, count: int) -> list[int]:
 
 
 @dataclass(frozen=True)
-class PixelGrid:
-    """Resize rules of a Qwen-VL vision tower."""
+class PatchSpec:
+    """How a Qwen-VL vision tower cuts a video: square patches of ``patch_size``
+    pixels, ``temporal_patch_size`` frames deep, merged ``merge_size`` x
+    ``merge_size`` into one token. Every other figure derives from these."""
 
-    factor: int  # patch size x spatial merge: sides are multiples of it
-    min_pixels: int  # per frame
-    max_pixels: int  # per frame
-    total_pixels: int  # over all frames of one video input
+    patch_size: int = 14  # Qwen3-VL: 16
+    temporal_patch_size: int = TEMPORAL_PATCH
+    merge_size: int = 2
+
+    @property
+    def factor(self) -> int:
+        """Frame sides are multiples of this: one merged token's width in pixels."""
+        return self.patch_size * self.merge_size
+
+
+@dataclass(frozen=True)
+class PixelGrid:
+    """Resize rules of a Qwen-VL vision tower: its patches and its token budgets."""
+
+    patches: PatchSpec
+    min_tokens: int  # per frame pair
+    max_tokens: int  # per frame pair
+    total_tokens: int  # over all frames of one video input
     max_aspect_ratio: float = 200.0
 
+    @property
+    def factor(self) -> int:
+        return self.patches.factor
 
-QWEN2_5_VL = PixelGrid(factor=28, min_pixels=128 * 28 * 28, max_pixels=768 * 28 * 28, total_pixels=24576 * 28 * 28)
+    @property
+    def min_pixels(self) -> int:  # per frame
+        return self.min_tokens * self.factor**2
+
+    @property
+    def max_pixels(self) -> int:  # per frame
+        return self.max_tokens * self.factor**2
+
+    @property
+    def total_pixels(self) -> int:  # over all frames of one video input
+        return self.total_tokens * self.factor**2
+
+
+# Qwen2.5-VL: 14-pixel patches merged 2x2, so sides are multiples of 28.
+QWEN2_5_VL = PixelGrid(PatchSpec(), min_tokens=128, max_tokens=768, total_tokens=24576)
 
 # Qwen3-VL: 16-pixel patches merged 2x2, so sides are multiples of 32. The
 # budgets keep Qwen2.5-VL's token counts (128-768 tokens per frame pair,
 # 24576 per window); vLLM's processor re-checks them against the checkpoint.
-QWEN3_VL = PixelGrid(factor=32, min_pixels=128 * 32 * 32, max_pixels=768 * 32 * 32, total_pixels=24576 * 32 * 32)
+QWEN3_VL = PixelGrid(PatchSpec(patch_size=16), min_tokens=128, max_tokens=768, total_tokens=24576)
 
 # model_variant (the reference's captioning algorithm) -> pixel grid.
 PIXEL_GRIDS = {"qwen": QWEN2_5_VL, "qwen2.5": QWEN2_5_VL, "qwen3": QWEN3_VL}

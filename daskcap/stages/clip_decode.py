@@ -1,0 +1,215 @@
+"""One streaming decode of a clip for CaptionPreparationStage: every frame goes to its
+window's mp4 encoder (and the clip's), the frames sampled for the model are resized
+to the model's pixel grid as they pass, and those a preview shows are shrunk. No
+frame buffer grows with the clip. ``params`` is the CaptionPreparationStage."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+
+from daskcap import schema
+from daskcap.stages.preview import PreviewStage, preview_plan
+from daskcap.stages.transcode import H264_ENCODERS, clip_codec, clip_options
+from daskcap.video.decode import DecodeStats, DecodeTimeout, iter_clip_frames
+from daskcap.video.encode import MP4_CODEC, Mp4Writer, StreamCopy, even_size
+from daskcap.video.io import open_container
+from daskcap.video.probe import frame_rate
+from daskcap.video.windows import PIXEL_GRIDS, frame_size_for_model, num_sampled_frames, sample_indices
+
+log = logging.getLogger(__name__)
+
+RESIZE_INTERPOLATION = "BICUBIC"  # what Qwen-VL's processor uses
+_TO_STREAM_END = 2**62
+
+
+@dataclass
+class ClipWindow:
+    """One window being built while its clip decodes."""
+
+    index: int
+    start: int
+    end: int
+    sampled_indices: list[int]
+    height: int
+    width: int
+    frames: list[np.ndarray] = field(default_factory=list)
+    mp4_bytes: bytes | None = None
+    # The preview: clip positions it shows, its size, and those frames shrunk.
+    preview_positions: list[int] = field(default_factory=list)
+    preview_size: tuple[int, int] = (0, 0)
+    preview_frames: list[av.VideoFrame] = field(default_factory=list)
+
+
+class ClipFailed(Exception):
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def plan_windows(
+    num_frames: int, fps: float, height: int, width: int, params, preview: PreviewStage | None
+) -> list[ClipWindow]:
+    windows = []
+    for index, (start, end) in enumerate(params.windows(num_frames)):
+        count = num_sampled_frames(end - start + 1, fps, params.sampling_fps)
+        if params.model_does_preprocess:
+            # Source size (4:2:0 storage needs even sides: an odd row/column is dropped).
+            size = even_size(width, height)[::-1]
+        else:
+            size = frame_size_for_model(height, width, count, PIXEL_GRIDS[params.model_variant])
+        window = ClipWindow(index, start, end, sample_indices(start, end, count), *size)
+        if preview is not None:
+            positions, window.preview_size = preview_plan(end - start + 1, fps, *even_size(width, height), preview)
+            window.preview_positions = [start + p for p in positions]
+        windows.append(window)
+    return windows
+
+
+@contextlib.contextmanager
+def _clip_frames(
+    clip, stats: DecodeStats, seek: bool, deadline: float | None = None, on_packet: Callable[[av.Packet], None] | None = None
+) -> Iterator[tuple[Iterator[av.VideoFrame], Fraction, av.video.stream.VideoStream]]:
+    """The clip's decoded frames (streaming), the source frame rate and stream."""
+    with open_container(clip.video_path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        # The probe's rate, which planned the clip (the stream's own where they agree: it is exact).
+        rate = frame_rate(stream)
+        if rate is None or float(rate) != float(clip.fps):
+            rate = Fraction(clip.fps).limit_denominator(100000)
+        start = int(clip.source_start_frame)
+        end = _TO_STREAM_END if clip.reaches_end else int(clip.source_end_frame)
+        yield iter_clip_frames(container, stream, start, end, rate, stats, seek=seek, deadline=deadline, on_packet=on_packet), rate, stream
+
+
+def count_clip_frames(clip, deadline: float | None) -> int:
+    stats = DecodeStats()
+    with _clip_frames(clip, stats, seek=False, deadline=deadline) as (frames, _, _):
+        for _ in frames:
+            pass
+    return stats.frames
+
+
+class CopyRefused(Exception):
+    """The source could not be copied after all: decode again and encode."""
+
+
+def _copyable(clip, stream: av.video.stream.VideoStream) -> bool:
+    """The clip is its whole source, in the H.264 4:2:0 daskcap writes (known before any packet is read)."""
+    whole = int(clip.source_start_frame) == 0 and bool(clip.reaches_end)
+    return whole and StreamCopy.accepts(stream)
+
+
+def decode_clip(
+    clip, windows: list[ClipWindow], params, seek: bool, deadline: float | None, allow_copy: bool = True
+) -> tuple[DecodeStats, bytes | None]:
+    """Stream the clip once through every window; return the decode stats and the clip's mp4.
+
+    Every frame goes through one encoder (key frames at window starts) whose
+    output is both the clip's mp4 and, cut at those key frames, the windows'
+    mp4s; sampled and preview frames are shrunk as they pass. A clip that is
+    a whole H.264 file is not encoded again: its packets are copied.
+    """
+    stats = DecodeStats()
+    window_of = np.full(windows[-1].end + 1, -1, dtype=np.int64)
+    for window in windows:
+        window_of[window.start : window.end + 1] = window.index
+    wanted = {i for w in windows for i in w.sampled_indices}
+    shown = {}  # clip position -> how many times its window's preview shows it
+    for window in windows:
+        for position in window.preview_positions:
+            shown[position] = shown.get(position, 0) + 1
+    pieces = params.window_mp4s
+    # The clip's own encoder, when it is not the windows' libx264 (ClipTranscodingStage).
+    codec = clip_codec(params.clip_encoder) if params.clip_mp4 else MP4_CODEC
+    own_clip_encoder = params.clip_mp4 and (codec != MP4_CODEC or params.clip_encoder_threads or params.clip_use_input_bit_rate)
+    # Only the clip's mp4 (and a single window's, which is the same file) can be a copy:
+    # an H.264 source stays H.264 (at its own bit rate), whatever H.264 encoder was asked for.
+    copy_ok = allow_copy and params.clip_encoder in H264_ENCODERS
+    copy = StreamCopy() if copy_ok and (params.clip_mp4 or (pieces and len(windows) == 1)) else None
+    writer = clip_writer = None
+    # Scalers kept between frames (frame.reformat would set one up per call).
+    sampler, shrinker = VideoReformatter(), VideoReformatter()
+    try:
+        with _clip_frames(clip, stats, seek, deadline, copy.add if copy else None) as (frames, rate, stream):
+            # Decided before the first packet is read: a copy that cannot apply never opens an output.
+            if copy is not None and not _copyable(clip, stream):
+                copy.stop()
+            for position, frame in enumerate(frames):
+                if position == 0:
+                    if copy is not None and (not copy.usable or frame.rotation or frame.format.name != "yuv420p"):
+                        copy.stop()  # a rotated source must be turned upright: encode it
+                        copy = None
+                    # A clip made of one window is its own mp4; a copied clip needs no encoding.
+                    whole = params.clip_mp4 and copy is None and not (len(windows) == 1 and pieces) and not own_clip_encoder
+                    cut = pieces and not (copy is not None and len(windows) == 1)
+                    if whole or cut:
+                        cuts = [w.start for w in windows]
+                        options = {"preset": params.mp4_preset, "crf": str(params.mp4_crf)}
+                        writer = Mp4Writer(frame.width, frame.height, rate, cuts, whole=whole, pieces=cut, options=options)
+                    if own_clip_encoder and copy is None:
+                        bit_rate = (stream.bit_rate or stream.container.bit_rate or None) if params.clip_use_input_bit_rate else None
+                        options = clip_options(codec, params.clip_encoder_threads, bit_rate)
+                        if codec == MP4_CODEC:
+                            options.update(preset=params.mp4_preset, **({} if bit_rate else {"crf": str(params.mp4_crf)}))
+                        clip_writer = Mp4Writer(frame.width, frame.height, rate, whole=True, options=options, codec=codec)
+                if position >= len(window_of):
+                    continue  # more frames than planned: the caller re-plans
+                if writer is not None:
+                    writer.add(frame)
+                if clip_writer is not None:
+                    clip_writer.add(frame)
+                window = windows[window_of[position]]
+                if position in wanted:
+                    image = sampler.reformat(frame, window.width, window.height, format="yuv420p", interpolation=RESIZE_INTERPOLATION)
+                    window.frames.append(image.to_ndarray())
+                for _ in range(shown.get(position, 0)):
+                    window.preview_frames.append(shrinker.reformat(frame, *window.preview_size, format="yuv420p"))
+            if stats.frames != len(window_of):
+                return stats, None  # the caller re-plans
+            clip_bytes, window_bytes = writer.finish() if writer is not None else (None, [])
+            if clip_writer is not None:
+                clip_bytes, _ = clip_writer.finish()
+            if copy is not None:
+                clip_bytes = copy.finish() if not (stats.corrupt_packets or stats.stream_cut) else None
+                if clip_bytes is None:
+                    raise CopyRefused
+                if pieces and len(windows) == 1:
+                    window_bytes = [clip_bytes]
+    except DecodeTimeout as exc:
+        raise ClipFailed(schema.TIMED_OUT, f"gave up after {params.timeout_s:g} s on this clip (--video-timeout-s)") from exc
+    except av.error.FFmpegError as exc:
+        raise ClipFailed(schema.DECODE_FAILED, f"{type(exc).__name__}: {exc}") from exc
+    except (ValueError, MemoryError) as exc:
+        raise ClipFailed(schema.ENCODE_FAILED, f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        for encoder in (writer, clip_writer):
+            if encoder is not None:
+                encoder.abort()  # no-op once finished
+        if copy is not None:
+            copy.stop()
+    for window, mp4 in zip(windows, window_bytes):
+        window.mp4_bytes = mp4
+    if params.clip_mp4 and clip_bytes is None:
+        clip_bytes = windows[0].mp4_bytes
+    return stats, clip_bytes if params.clip_mp4 else None
+
+
+def decode_warning(expected: int, decoded: int, stats: DecodeStats) -> str | None:
+    """What an ``ok`` window should still tell its user about lost frames."""
+    notes = []
+    if decoded < expected:
+        notes.append(f"{decoded} of {expected} expected frames decoded")
+    if stats.corrupt_packets:
+        notes.append(f"{stats.corrupt_packets} corrupt packet(s) skipped")
+    if stats.stream_cut:
+        notes.append("the stream ends early (truncated file)")
+    return "warning: " + "; ".join(notes) if notes else None
