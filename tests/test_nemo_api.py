@@ -287,7 +287,7 @@ def test_vllm_settings_from_the_command_line_and_a_cpu_memory_share_that_fits(tm
     from daskcap import cli
     from daskcap.flags import build_pipeline
     from daskcap.engines.base import LoadedModel
-    from daskcap.engines.vllm_engine import llm_kwargs, memory_utilization
+    from daskcap.engines.vllm_engine import free_memory_share, llm_kwargs, memory_utilization
 
     parser = argparse.ArgumentParser()
     run_parser = cli._run_parser(parser.add_subparsers(dest="command"))
@@ -303,5 +303,6 @@ def test_vllm_settings_from_the_command_line_and_a_cpu_memory_share_that_fits(tm
 
     memory = psutil.virtual_memory()
     share = llm_kwargs(job.caption.engine_config(), LoadedModel("/m", "qwen2.5-vl"))["gpu_memory_utilization"]
-    assert share == memory_utilization(False) and share * memory.total <= memory.available
+    assert share == memory_utilization(False) and share <= 0.8 * free_memory_share() + 0.01  # of the tightest NUMA node
+    assert share * memory.total <= memory.available
     assert memory_utilization(True) == 0.85

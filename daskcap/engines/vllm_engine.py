@@ -38,13 +38,49 @@ GPU_MEMORY_UTILIZATION = 0.85
 
 def memory_utilization(on_gpu: bool) -> float:
     """vLLM's share of device memory: 0.85 of a GPU's; on the CPU backend (where it is a share
-    of the node's memory, all of which must be free at start-up) at most 80% of what is free."""
+    of a NUMA node's memory, which must be free at start-up) at most 80% of the free share of
+    the tightest node."""
     if on_gpu:
         return GPU_MEMORY_UTILIZATION
+    return round(max(0.05, min(GPU_MEMORY_UTILIZATION, 0.8 * free_memory_share())), 3)
+
+
+def free_memory_share() -> float:
+    """The share of memory free, as vLLM's CPU backend counts it: per NUMA node (free, file
+    cache and reclaimable slabs over the node's total; a machine may hold memory outside
+    its nodes) and under a container's memory limit, the lowest; else the machine's."""
+    import glob
+
     import psutil
 
+    shares = []
+    for path in glob.glob("/sys/devices/system/node/node*/meminfo"):
+        info = {}
+        with open(path) as handle:
+            for line in handle:
+                parts = line.split()  # "Node 0 MemTotal: 9398484 kB"
+                if len(parts) >= 4:
+                    info[parts[2].rstrip(":")] = int(parts[3])
+        total = info.get("MemTotal", 0)
+        if total:
+            free = sum(info.get(key, 0) for key in ("MemFree", "Active(file)", "Inactive(file)", "SReclaimable"))
+            shares.append(free / total)
+    limit, used = _read_number("/sys/fs/cgroup/memory.max"), _read_number("/sys/fs/cgroup/memory.current")
+    if limit and used is not None:  # a container's limit, which vLLM honours too
+        shares.append(max(0.0, limit - used) / limit)
+    if shares:
+        return min(shares)
     memory = psutil.virtual_memory()
-    return round(max(0.05, min(GPU_MEMORY_UTILIZATION, 0.8 * memory.available / memory.total)), 3)
+    return memory.available / memory.total
+
+
+def _read_number(path: str) -> int | None:
+    try:
+        with open(path) as handle:
+            text = handle.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max": no limit
 
 
 def llm_kwargs(config: EngineConfig, model: LoadedModel) -> dict:
