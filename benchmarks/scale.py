@@ -95,6 +95,15 @@ def run_videos(base: Path, count: int, workers: int) -> dict:
     }
 
 
+def marginal_overhead(small: dict, large: dict, workers: int) -> dict:
+    """Overhead of the videos between two sizes: the fixed costs (interpreter and cluster
+    start, the first shard's probe before any window) cancel out."""
+    wall = large["wall_s"] - small["wall_s"]
+    beyond = wall - (large["stage_cpu_s"] - small["stage_cpu_s"]) / workers
+    videos = large["videos"] - small["videos"]
+    return {"overhead_share": round(beyond / wall, 3), "per_video_overhead_ms": round(beyond / videos * 1000, 2)}
+
+
 def run_bookkeeping(base: Path, count: int) -> dict:
     """In a child process: the stand-ins must be in place before the cluster starts."""
     command = [sys.executable, str(Path(__file__)), "_bookkeeping", str(base), str(count)]
@@ -197,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         small, large = record["end_to_end"][0], record["end_to_end"][-1]
         record["growth"] = {k: round(large[k] / small[k], 2) for k in ("client_peak_rss_mb", "scheduler_most_tasks", "per_video_overhead_ms", "first_window_s") if small[k]}
         print("growth from", small["videos"], "to", large["videos"], "videos:", json.dumps(record["growth"]), flush=True)
+        record["marginal"] = marginal_overhead(small, large, 2)
+        print("the videos between the sizes:", json.dumps(record["marginal"]), flush=True)
     if args.bookkeeping:
         record["bookkeeping"] = run_bookkeeping(args.work, args.bookkeeping)
         print(json.dumps(record["bookkeeping"]), flush=True)

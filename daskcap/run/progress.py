@@ -1,4 +1,4 @@
-"""Progress on the client's terminal: videos listed and probed, partitions written (off with --quiet)."""
+"""Progress on the client's terminal: videos listed and probed, windows written (off with --quiet)."""
 
 from __future__ import annotations
 

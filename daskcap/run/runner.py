@@ -151,7 +151,7 @@ def stream(run: RunState, client: Client) -> None:
         # With models, partitions are spread over the engines, not the CPU workers: a
         # partition is one engine call, and small ones starve the GPU of batches.
         plan_over=max(1, len(run.engine_workers)) if job.needs_engines else n_workers,
-        retry_failed=run.retry_failed, progress=run.progress,
+        retry_failed=run.retry_failed, progress=run.progress, started=run.started,
     )
     count = len(run.dry_run_shards) if output is None else run.listing.shards
     run.shard_stats = run.streamer.run(

@@ -45,6 +45,7 @@ class _Shard:
     queue: deque = field(default_factory=deque)  # partitions not yet submitted
     running: int = 0
     written: list = field(default_factory=list)  # futures of this run's partition indexes
+    windows: dict = field(default_factory=dict)  # expected windows per pending partition (progress)
     failures: list = field(default_factory=list)
 
 
@@ -62,6 +63,7 @@ class StreamRunner:
         plan_over: int,
         retry_failed: bool,
         progress: Progress,
+        started: float | None = None,
     ):
         self.client = client
         self.job = job
@@ -81,8 +83,8 @@ class StreamRunner:
         self.in_flight = 0
         self.most_in_flight = 0
         self.most_tasks = 0  # on the scheduler, sampled about once a second
-        self.first_window_s: float | None = None
-        self._started = time.monotonic()
+        self.first_window_s: float | None = None  # since ``started`` (the job's start, time.time())
+        self._started = started if started is not None else time.time()
         self._sampled = 0.0
 
     def _sample_scheduler(self) -> None:
@@ -171,7 +173,7 @@ class StreamRunner:
                     continue
                 saved = saved_plan(number)
                 plan = self._plan(number, None if saved else paths_of(number), saved)
-                outline = self.client.submit(shard_plan.shard_outline, plan, key=self._key("outline", number), pure=False)
+                outline = self.client.submit(shard_plan.shard_outline, plan, self.job.prepare, key=self._key("outline", number), pure=False)
                 active[number] = _Shard(number, plan)
                 roles[outline.key] = ("outline", number, None, None)
                 planning[outline.key] = number
@@ -209,9 +211,10 @@ class StreamRunner:
                 if future.status == "error":
                     raise future.exception()  # a shard that cannot be planned is a bug: stop with it
                 outline = future.result()
-                self.progress.grow("videos", outline["videos"])
-                self.progress.step("videos", outline["videos"])
-                self.progress.grow("partitions", len(outline["pending"]))
+                self.progress.grow("probed", outline["videos"])
+                self.progress.step("probed", outline["videos"])
+                shard.windows = outline["windows"]
+                self.progress.grow("windows", sum(shard.windows.values()))
                 shard.queue.extend(outline["pending"])
                 if not shard.queue:
                     finish(shard)
@@ -220,7 +223,7 @@ class StreamRunner:
                 self.in_flight -= 1
                 if worker in self.load:
                     self.load[worker] -= 1
-                self.progress.step("partitions")
+                self.progress.step("windows", shard.windows.get(partition, 0))
                 if future.status == "error":
                     error = future.exception()
                     if isinstance(error, EngineUnavailable):
@@ -230,7 +233,7 @@ class StreamRunner:
                 else:
                     shard.written.append(future)  # its index stays on the worker until the shard finishes
                     if self.first_window_s is None:
-                        self.first_window_s = round(time.monotonic() - self._started, 3)
+                        self.first_window_s = round(time.time() - self._started, 3)
                 if not shard.queue and not shard.running:
                     finish(shard)
             else:  # finish
