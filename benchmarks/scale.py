@@ -70,6 +70,7 @@ def videos_folder(base: Path, count: int) -> Path:
 def run_videos(base: Path, count: int, workers: int) -> dict:
     folder = videos_folder(base, count)
     output = base / f"out-{count}"
+    shutil.rmtree(output, ignore_errors=True)  # an earlier run's files: removing them is not the job's cost
     command = [sys.executable, "-m", "daskcap.cli", "run", str(folder), str(output), "--overwrite", "--n-workers", str(workers),
                "--quiet", "--no-report", "--no-write-metas", "--no-upload-clips"]
     started = time.time()

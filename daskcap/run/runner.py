@@ -133,9 +133,10 @@ def list_shards(run: RunState, client: Client) -> None:
         run.dry_run_shards = [paths.iloc[i : i + size].reset_index(drop=True) for i in range(0, len(paths), size)]
     else:
         if run.previous is None:
-            prepare_output(job.writer, run.overwrite)
+            prepare_output(job.writer, run.overwrite)  # with --overwrite, removes the old run first
         run.output.write_job({"config_hash": run.config_hash, "config": redact(run.config)})
         workers = {"workers": run.cpu_workers or None, "allow_other_workers": not run.cpu_workers}
+        started = time.time()
         run.listing = list_input(client, job, run.options.videos_per_shard, workers=workers,
                                  max_in_flight=4 * max(1, len(run.cpu_workers)), progress=run.progress)
     run.listing_s = time.time() - started
