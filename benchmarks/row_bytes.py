@@ -17,7 +17,7 @@ import pandas as pd
 from daskcap.samples import sample_dir
 from daskcap.stages.clip import FixedStrideClipStage, make_clips
 from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
-from daskcap.stages.preview import PreviewStage, make_previews
+from daskcap.stages.preview import PreviewStage
 from daskcap.stages.listing import list_videos
 from daskcap.stages.read import VideoReaderStage, read_videos
 
@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
     clips = make_clips(videos, FixedStrideClipStage())
     start = time.perf_counter()
     preview = PreviewStage()  # built while prepare decodes, as in a job
-    windows = make_previews(prepare_windows(clips, CaptionPreparationStage(), preview), preview)
+    windows = prepare_windows(clips, CaptionPreparationStage(), preview)
     seconds = time.perf_counter() - start
     sizes = pd.DataFrame(
         {

@@ -64,7 +64,7 @@ def daskcap_clip(path: str, preset: str | None = None) -> dict:
     """daskcap's read -> clip -> prepare -> preview stage functions on one clip file."""
     from daskcap.stages.clip import FixedStrideClipStage, make_clips
     from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
-    from daskcap.stages.preview import PreviewStage, make_previews
+    from daskcap.stages.preview import PreviewStage
     from daskcap.stages.read import VideoReaderStage, read_videos
 
     wall, cpu = time.perf_counter(), time.process_time()
@@ -72,7 +72,7 @@ def daskcap_clip(path: str, preset: str | None = None) -> dict:
     clips = make_clips(videos, FixedStrideClipStage(clip_len_s=WHOLE_VIDEO_S))
     preview = PreviewStage()
     prepare = CaptionPreparationStage(**({"mp4_preset": preset} if preset else {}))
-    windows = make_previews(prepare_windows(clips, prepare, preview), preview)
+    windows = prepare_windows(clips, prepare, preview)
     return {
         "path": path,
         "wall_s": time.perf_counter() - wall,
