@@ -87,30 +87,20 @@ def test_videos_in_a_bucket_to_outputs_in_a_bucket(s3_env, samples, tmp_path):
     assert not [path for path in fs.find("daskcap-test/out") if "/.tmp-" in path]  # no temporary leftovers
 
 
-def test_a_job_on_a_running_cluster_reads_and_writes_the_bucket(s3_env, samples, tmp_path):
-    """cluster/local.sh workers (started with the S3 settings) and jobs/caption_preview.py."""
+def test_a_job_on_a_running_cluster_reads_and_writes_the_bucket(s3_env, samples, cluster):
+    """cluster/local.sh workers (started with the S3 settings in their environment) and jobs/caption_preview.py."""
     import fsspec
 
     root = Path(__file__).parent.parent
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
     fs.mkdir("daskcap-cluster")
     fs.put(str(samples / "bikes.mp4"), "daskcap-cluster/in/bikes.mp4")
-    env = {**os.environ, **s3_env, "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
-    state = tmp_path / "cluster"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    start = subprocess.run(["bash", str(root / "cluster" / "local.sh"), "start", "--cpu-workers", "1", "--engine-workers", "0",
-                            "--port", str(port), "--dir", str(state)], capture_output=True, text=True, timeout=120, env=env)
-    try:
-        assert start.returncode == 0, start.stderr
-        address = start.stdout.strip().splitlines()[-1]
-        job = subprocess.run([sys.executable, "jobs/caption_preview.py", "--input", "s3://daskcap-cluster/in",
-                              "--output", "s3://daskcap-cluster/out", "--scheduler", address, "--no-captions"],
-                             capture_output=True, text=True, timeout=200, env=env, cwd=root)
-        assert job.returncode == 0, job.stderr
-    finally:
-        subprocess.run(["bash", str(root / "cluster" / "local.sh"), "stop", "--dir", str(state)], capture_output=True, timeout=60, env=env)
+    start, _ = cluster
+    address = start(1, 0)  # s3_env has put the S3 settings in os.environ, which the workers inherit
+    job = subprocess.run([sys.executable, "jobs/caption_preview.py", "--input", "s3://daskcap-cluster/in",
+                          "--output", "s3://daskcap-cluster/out", "--scheduler", address, "--no-captions"],
+                         capture_output=True, text=True, timeout=200, env={**os.environ, **s3_env}, cwd=root)
+    assert job.returncode == 0, job.stderr
     fs.invalidate_cache()
     windows = pd.read_parquet("s3://daskcap-cluster/out/windows")
     assert len(windows) == 1 and windows["status"].tolist() == ["ok"]
