@@ -11,15 +11,13 @@
 - ``runner.py``: ``run_job``, the named steps from the checks to ``summary.json``.
 """
 
-import importlib
+from daskcap.lazy import lazy_names
 
-__all__ = ["ClusterOptions", "Job", "JobError", "UsageError", "run_job"]
-_HOMES = {"ClusterOptions": "job", "Job": "job", "JobError": "job", "UsageError": "job", "run_job": "runner"}
-
-
-def __getattr__(name: str):
-    # Loaded on first use, so that importing one module of the package never imports
-    # the runner, which imports them all.
-    if name in _HOMES:
-        return getattr(importlib.import_module(f"daskcap.run.{_HOMES[name]}"), name)
-    raise AttributeError(f"module 'daskcap.run' has no attribute {name!r}")
+# Loaded on first use: importing one module of the package never imports the runner,
+# which imports them all.
+_HOMES = {
+    "ClusterOptions": "daskcap.run.job:ClusterOptions", "Job": "daskcap.run.job:Job", "JobError": "daskcap.run.job:JobError",
+    "UsageError": "daskcap.run.job:UsageError", "run_job": "daskcap.run.runner:run_job",
+}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)

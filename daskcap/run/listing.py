@@ -12,6 +12,7 @@ client, instead of the path).
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from distributed import Client, as_completed
 from daskcap.run.job import Job, UsageError
 from daskcap.run.progress import Progress
 from daskcap.run.state import OutputState, piece_stem
-from daskcap.stages.listing import Piece, drop_digests, list_piece, path_digests, plan_pieces
+from daskcap.stages.listing import Piece, drop_digests, list_piece, no_videos, path_digests, plan_pieces
 
 
 # --- on workers --------------------------------------------------------------------------------------
@@ -61,6 +62,11 @@ class Listing:
     videos_per_shard: int
     legacy_shards: int = 0
 
+    @functools.cached_property
+    def _starts(self) -> list[int]:
+        """Each piece's first row in the listing read in order (and the total)."""
+        return list(itertools.accumulate(self.pieces, initial=0))
+
     @property
     def shards(self) -> int:
         return self.legacy_shards or -(-self.videos // self.videos_per_shard)
@@ -79,7 +85,7 @@ class Listing:
         if self.legacy_shards:
             return [(f"shard-{shard:05d}", 0, None)]
         first, last = shard * self.videos_per_shard, min(self.videos, (shard + 1) * self.videos_per_shard)
-        starts = list(itertools.accumulate(self.pieces, initial=0))
+        starts = self._starts
         ranges, piece = [], bisect.bisect_right(starts, first) - 1
         while first < last:
             stop = min(last, starts[piece + 1])
@@ -105,7 +111,8 @@ def list_input(client: Client, job: Job, videos_per_shard: int, *, workers: dict
     numbers: dict[str, int] = {}
 
     def submit_next() -> None:
-        for number, piece in itertools.islice(waiting, 1):
+        number, piece = next(waiting, (None, None))
+        if piece is not None:
             future = client.submit(list_piece_task, number, piece, job, pure=False, **workers)
             numbers[future.key] = number
             running.add(future)
@@ -128,7 +135,7 @@ def list_input(client: Client, job: Job, videos_per_shard: int, *, workers: dict
     if limit is not None and limit > 0:
         total = min(total, limit)
     if total == 0:
-        raise UsageError(f"no videos found in {job.reader.input_video_path} (extensions: {' '.join(job.reader.video_extensions)})")
+        raise UsageError(no_videos(job.reader))
     listing = Listing(counts, total, videos_per_shard)
     OutputState(job.writer.output_path).save_listing(listing.info())
     return listing

@@ -141,9 +141,9 @@ def load_shard_plan(number: int, job, windows_per_partition: int, plan_over: int
 def shard_outline(plan: ShardPlan, prepare: CaptionPreparationStage) -> dict:
     """What the client needs of a plan: its partitions to compute, and sizes for progress
     (``windows``: each pending partition's expected window count)."""
-    pending = plan.clips[plan.clips["partition"].isin(plan.pending)] if len(plan.clips) else plan.clips
+    pending = plan.clips[plan.clips["partition"].isin(plan.pending)]
     windows = {int(n): 0 for n in plan.pending}
-    for partition, frames in zip(pending.get("partition", []), pending.get("num_frames", []), strict=True):
+    for partition, frames in zip(pending["partition"], pending["num_frames"], strict=True):
         windows[int(partition)] += len(prepare.windows(int(frames)))
     return {"pending": plan.pending, "windows": windows, "partitions": len(plan.done) + len(plan.pending),
             "videos": len(plan.videos), "clips": len(plan.clips)}

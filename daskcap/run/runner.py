@@ -27,7 +27,7 @@ from daskcap.run.progress import Progress
 from daskcap.run.state import OutputState, prepare_output
 from daskcap.run.stream import StreamRunner
 from daskcap.run.summary import build_summary, worker_summary
-from daskcap.stages.listing import list_videos
+from daskcap.stages.listing import list_videos, no_videos
 from daskcap.storage import atomic_write_json, redact
 
 
@@ -128,7 +128,7 @@ def list_shards(run: RunState, client: Client) -> None:
     elif run.output is None:
         paths = list_videos(job.reader)
         if paths.empty:
-            raise UsageError(f"no videos found in {job.reader.input_video_path} (extensions: {' '.join(job.reader.video_extensions)})")
+            raise UsageError(no_videos(job.reader))
         size = run.options.videos_per_shard
         run.dry_run_shards = [paths.iloc[i : i + size].reset_index(drop=True) for i in range(0, len(paths), size)]
     else:

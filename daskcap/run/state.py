@@ -41,6 +41,15 @@ def piece_stem(number: int) -> str:
     return f"piece-{number:05d}"
 
 
+def _read_json(fs, path: str) -> dict | None:
+    """The JSON file at ``path``, or None where there is none."""
+    return json.loads(fs.cat(path)) if fs.exists(path) else None
+
+
+def _read_table(fs, path: str) -> pa.Table:
+    return pq.read_table(io.BytesIO(fs.cat(path)))
+
+
 def prepare_output(writer: ClipWriterStage, overwrite: bool) -> None:
     """Refuse to mix a new run into files that are not a run to resume, unless told to overwrite them."""
     if writer.dry_run:
@@ -69,8 +78,7 @@ class OutputState:
 
     # --- job -----------------------------------------------------------------------------
     def read_job(self) -> dict | None:
-        path = f"{self.dir}/job.json"
-        return json.loads(self.fs.cat(path)) if self.fs.exists(path) else None
+        return _read_json(self.fs, f"{self.dir}/job.json")
 
     def write_job(self, job: dict) -> None:
         atomic_write_json(self.fs, f"{self.dir}/job.json", job)
@@ -84,10 +92,10 @@ class OutputState:
 
     def save_piece(self, number: int, paths: pd.DataFrame) -> None:
         table = pa.Table.from_pandas(paths[["video_path"]], preserve_index=False)
-        atomic_write_parquet(self.fs, self._piece(number), table)
+        atomic_write_parquet(self.fs, self._listing_file(piece_stem(number)), table)
 
     def load_piece(self, number: int) -> pd.DataFrame:
-        return self._read_listing(self._piece(number))
+        return _read_table(self.fs, self._listing_file(piece_stem(number))).to_pandas()
 
     def save_listing(self, info: dict) -> None:
         """The pieces' counts and the shards cut from them, written last: it marks a complete listing."""
@@ -98,14 +106,11 @@ class OutputState:
 
     def load_paths(self, ranges: list[tuple[str, int, int | None]]) -> pd.DataFrame:
         """The paths of (file stem, start, stop) row ranges of listing files, in order."""
-        parts = [self._read_listing(f"{self.dir}/listing/{stem}.parquet").iloc[start:stop] for stem, start, stop in ranges]
+        parts = [_read_table(self.fs, self._listing_file(stem)).to_pandas().iloc[start:stop] for stem, start, stop in ranges]
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"video_path": pd.Series(dtype=object)})
 
-    def _read_listing(self, path: str) -> pd.DataFrame:
-        return pq.read_table(io.BytesIO(self.fs.cat(path))).to_pandas()
-
-    def _piece(self, number: int) -> str:
-        return f"{self.dir}/listing/{piece_stem(number)}.parquet"
+    def _listing_file(self, stem: str) -> str:
+        return f"{self.dir}/listing/{stem}.parquet"
 
     def shard(self, number: int) -> ShardState:
         return ShardState(self.output_path, number)
@@ -137,18 +142,14 @@ class ShardState:
         atomic_write_parquet(self.fs, f"{self.dir}/plan/clips.parquet", table)
 
     def load_plan(self) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
-        videos = schema.table_to_frame(self._read_parquet(f"{self.dir}/plan/videos.parquet"))
-        clips = schema.table_to_frame(self._read_parquet(f"{self.dir}/plan/clips.parquet"))
+        videos = schema.table_to_frame(_read_table(self.fs, f"{self.dir}/plan/videos.parquet"))
+        clips = schema.table_to_frame(_read_table(self.fs, f"{self.dir}/plan/clips.parquet"))
         probe = json.loads(self.fs.cat(f"{self.dir}/plan/probe.json"))
         return videos, clips, probe["stage_seconds"]
 
-    def _read_parquet(self, path: str):
-        return pq.read_table(io.BytesIO(self.fs.cat(path)))
-
     # --- the finished shard --------------------------------------------------------------
     def finished(self) -> dict | None:
-        path = f"{self.dir}/finished.json"
-        return json.loads(self.fs.cat(path)) if self.fs.exists(path) else None
+        return _read_json(self.fs, f"{self.dir}/finished.json")
 
     def mark_finished(self, stats: dict) -> None:
         atomic_write_json(self.fs, f"{self.dir}/finished.json", stats)

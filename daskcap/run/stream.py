@@ -68,7 +68,6 @@ class StreamRunner:
         self.client = client
         self.job = job
         self.on_cpu = {"workers": cpu_workers or None, "allow_other_workers": not cpu_workers}
-        self.cpu_workers = cpu_workers
         self.load = dict.fromkeys(cpu_workers, 0)  # partitions in flight per CPU worker
         self.windows_per_partition = windows_per_partition
         self.plan_over = plan_over
@@ -124,7 +123,7 @@ class StreamRunner:
             ]
         else:
             listed = submit(shard_paths, job.writer.output_path, paths.ranges(number), key=self._key("paths", number), pure=False, **self.on_cpu)
-            workers = self.cpu_workers or [None]
+            workers = list(self.load) or [None]
             probes = [
                 submit(shard_plan.probe_slice, listed, i, i + size, job, key=self._key("probe", number, i), pure=False,
                        **self._on(workers[(i // size) % len(workers)]))

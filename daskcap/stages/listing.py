@@ -133,17 +133,24 @@ def paths_frame(paths: list[str]) -> pd.DataFrame:
     return pd.DataFrame({"video_path": pd.Series(paths, dtype=schema.empty_frame(schema.VIDEO_SCHEMA)["video_path"].dtype)})
 
 
+def _digests(paths: pd.DataFrame) -> np.ndarray:
+    return np.array([hashlib.blake2b(path.encode(), digest_size=16).digest() for path in paths["video_path"]], dtype="S16")
+
+
 def path_digests(paths: pd.DataFrame) -> np.ndarray:
     """16-byte digests of a piece's paths (sorted): how pieces of a Parquet list find the
     paths they share without sending the paths themselves."""
-    digests = [hashlib.blake2b(path.encode(), digest_size=16).digest() for path in paths["video_path"]]
-    return np.sort(np.array(digests, dtype="S16"))
+    return np.sort(_digests(paths))
 
 
 def drop_digests(paths: pd.DataFrame, digests: np.ndarray) -> pd.DataFrame:
     """``paths`` without those whose digest is in ``digests``."""
-    own = np.array([hashlib.blake2b(path.encode(), digest_size=16).digest() for path in paths["video_path"]], dtype="S16")
-    return paths[~np.isin(own, digests)].reset_index(drop=True)
+    return paths[~np.isin(_digests(paths), digests)].reset_index(drop=True)
+
+
+def no_videos(params: VideoReaderStage) -> str:
+    """The message when the input lists no video."""
+    return f"no videos found in {params.input_video_path} (extensions: {' '.join(params.video_extensions)})"
 
 
 def list_videos(params: VideoReaderStage) -> pd.DataFrame:

@@ -20,18 +20,24 @@ recorded content hash (this code, the prompts, the pixel pipeline and the
 library versions) matches. Real captions need real weights.
 """
 
-import importlib
+from daskcap.lazy import lazy_names
 
 # What callers use, each from the module that defines it (loaded on first use).
 _HOMES = {
-    "RECORD": "build", "build_tiny_models": "build", "content_hash": "build", "evaluate": "build", "main": "build", "words_in": "build",
-    "TrainingPlan": "training", "train_vlm": "training", "train_lm": "training",
-    "SPECIAL_TOKENS": "text", "build_tokenizer": "text", "stage1_caption": "text", "stage2_caption": "text", "enhanced_caption": "text",
+    "RECORD": "daskcap.engines.tiny.build:RECORD",
+    "build_tiny_models": "daskcap.engines.tiny.build:build_tiny_models",
+    "content_hash": "daskcap.engines.tiny.build:content_hash",
+    "evaluate": "daskcap.engines.tiny.build:evaluate",
+    "main": "daskcap.engines.tiny.build:main",
+    "words_in": "daskcap.engines.tiny.build:words_in",
+    "TrainingPlan": "daskcap.engines.tiny.training:TrainingPlan",
+    "train_vlm": "daskcap.engines.tiny.training:train_vlm",
+    "train_lm": "daskcap.engines.tiny.training:train_lm",
+    "SPECIAL_TOKENS": "daskcap.engines.tiny.text:SPECIAL_TOKENS",
+    "build_tokenizer": "daskcap.engines.tiny.text:build_tokenizer",
+    "stage1_caption": "daskcap.engines.tiny.text:stage1_caption",
+    "stage2_caption": "daskcap.engines.tiny.text:stage2_caption",
+    "enhanced_caption": "daskcap.engines.tiny.text:enhanced_caption",
 }
 __all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str):
-    if name in _HOMES:
-        return getattr(importlib.import_module(f"daskcap.engines.tiny.{_HOMES[name]}"), name)
-    raise AttributeError(f"module 'daskcap.engines.tiny' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)
