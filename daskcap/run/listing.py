@@ -1,8 +1,9 @@
 """The input listed in pieces on workers (``daskcap/stages/listing.py`` says how the
 input is cut): each piece's paths are written to ``_daskcap/listing/`` by the worker
-that listed them, and the client keeps only each piece's count. Shards are then
+that listed them, and the client keeps only each piece's count. Shards are
 row ranges of the pieces read in order; the worker that plans a shard reads its
-paths from the listing files.
+paths from the listing files. The first shards run while later pieces are still
+being listed (``InputListing``).
 
 Pieces of a Parquet list also send the 16-byte digests of their paths, so that a
 path listed in two pieces is kept only in the first (16 bytes per video on the
@@ -14,6 +15,7 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,17 +25,18 @@ from distributed import Client, as_completed
 from daskcap.run.job import Job, UsageError
 from daskcap.run.progress import Progress
 from daskcap.run.state import OutputState, piece_stem
-from daskcap.stages.listing import Piece, drop_digests, list_piece, no_videos, path_digests, plan_pieces
+from daskcap.stages.listing import Piece, content_digest, drop_digests, list_piece, no_videos, path_digests, plan_pieces
 
 
 # --- on workers --------------------------------------------------------------------------------------
 
 
-def list_piece_task(number: int, piece: Piece, job: Job) -> tuple[int, np.ndarray | None]:
-    """List one piece, save its paths; return its count (and, for a Parquet list, its digests)."""
+def list_piece_task(number: int, piece: Piece, job: Job) -> tuple[int, np.ndarray | None, str]:
+    """List one piece, save its paths; return its count, for a Parquet list its paths'
+    digests, and a digest of its content."""
     paths = list_piece(piece, job.reader)
     OutputState(job.writer.output_path).save_piece(number, paths)
-    return len(paths), path_digests(paths) if piece.kind == "rows" else None
+    return len(paths), path_digests(paths) if piece.kind == "rows" else None, content_digest(paths)
 
 
 def drop_from_piece(number: int, job: Job, digests: np.ndarray) -> int:
@@ -101,57 +104,164 @@ class Listing:
         return min(self.videos, (shard + 1) * self.videos_per_shard) - shard * self.videos_per_shard
 
 
+@dataclass
+class KnownShards:
+    """Shards known before the run starts: a saved listing (a resume), or a dry run's
+    frames of paths listed in this process. The same face as ``InputListing``."""
+
+    listing: Listing | None = None
+    frames: list[pd.DataFrame] | None = None
+    complete: bool = True
+    listing_s: float = 0.0
+
+    def start(self) -> list:
+        return []
+
+    def owns(self, future) -> bool:
+        return False
+
+    def ready(self) -> int:
+        return self.listing.shards if self.listing is not None else len(self.frames)
+
+    def paths(self, shard: int) -> pd.DataFrame | Listing:
+        return self.listing if self.listing is not None else self.frames[shard]
+
+
+class InputListing:
+    """The input listed on workers, a few pieces at a time, while the first shards already run.
+
+    Pieces are listed in any order but become final in order: a piece of a Parquet list
+    loses the paths an earlier piece lists (``drop_from_piece``), so its count is final
+    once every earlier piece is listed. Shard n can start as soon as the final pieces
+    hold its rows (``ready``); the shards are all known when every piece is final, or
+    when the final ones hold ``video_limit`` videos (the rest are not listed).
+
+    Driven by the streaming runner: ``start()`` and ``on_done(future)`` return the
+    futures to wait for. The final pieces' counts and content digests are saved as they
+    grow (``listing/progress.json``), and the whole listing once known
+    (``listing/shards.json``): a run stopped during listing lists again, and refuses
+    to go on if a piece it had already used came out different.
+    """
+
+    def __init__(self, client: Client, job: Job, videos_per_shard: int, *, workers: dict, max_in_flight: int, progress: Progress):
+        self.client, self.job, self.videos_per_shard = client, job, videos_per_shard
+        self.workers, self.max_in_flight, self.progress = workers, max_in_flight, progress
+        self.state = OutputState(job.writer.output_path)
+        limit = job.reader.video_limit
+        self.limit = limit if limit is not None and limit > 0 else None
+        self.pieces = plan_pieces(job.reader)
+        self.before = self.state.listing_progress()  # what a stopped run had made final
+        self.listed: dict[int, tuple[int, np.ndarray | None, str]] = {}  # piece -> (count, digests, content) until final
+        self.final: list[int] = []  # counts of the final pieces, in order
+        self.finals: list[str] = []  # their contents' digests
+        self.seen = np.array([], dtype="S16")  # digests of the final pieces' paths (Parquet lists)
+        self.dropping: int | None = None  # the piece whose repeated paths are being removed
+        self.next_piece = 0
+        self.running: dict[str, tuple[str, int]] = {}  # future key -> ("list" | "drop", piece)
+        self.complete = False
+        self.started = time.time()
+        self.listing_s = 0.0  # from start() to the whole listing known
+
+    @property
+    def videos(self) -> int:
+        total = sum(self.final)
+        return min(total, self.limit) if self.limit is not None else total
+
+    def listing(self) -> Listing:
+        """The final pieces as a listing (complete or not: its first ``ready()`` shards are)."""
+        return Listing(list(self.final), self.videos, self.videos_per_shard)
+
+    def ready(self) -> int:
+        """How many shards' rows are final."""
+        if self.complete:
+            return self.listing().shards
+        return self.videos // self.videos_per_shard
+
+    def paths(self, shard: int) -> Listing:
+        return self.listing()
+
+    def start(self) -> list:
+        self.started = time.time()
+        self.progress.grow("listed", 0)
+        return [future for _ in range(self.max_in_flight) for future in self._list_next()]
+
+    def _list_next(self) -> list:
+        if self.next_piece >= len(self.pieces) or self._enough():
+            return []
+        number, self.next_piece = self.next_piece, self.next_piece + 1
+        future = self.client.submit(list_piece_task, number, self.pieces[number], self.job, pure=False, **self.workers)
+        self.running[future.key] = ("list", number)
+        return [future]
+
+    def _enough(self) -> bool:
+        return self.limit is not None and sum(self.final) >= self.limit
+
+    def owns(self, future) -> bool:
+        """Whether ``future`` is one of the listing's (one cancelled at the video limit is not)."""
+        return future.key in self.running
+
+    def on_done(self, future) -> list:
+        """Take a listing future's result; the futures to wait for next."""
+        role, number = self.running.pop(future.key)
+        if role == "list":
+            self.listed[number] = future.result()
+            new = self._list_next()
+        else:
+            count, _, content = self.listed[number]
+            self.listed[number] = (future.result(), None, content)
+            self.dropping = None
+            new = []
+        return new + self._advance()
+
+    def _advance(self) -> list:
+        """Make the next listed pieces final, in order; start removing repeated paths when one has some."""
+        while self.dropping is None and len(self.final) in self.listed and not self._enough():
+            number = len(self.final)
+            count, digests, content = self.listed[number]
+            if digests is not None:
+                again = digests[np.isin(digests, self.seen)]
+                self.seen = np.union1d(self.seen, digests)
+                self.listed[number] = (count, None, content)
+                if len(again):
+                    future = self.client.submit(drop_from_piece, number, self.job, again, pure=False, **self.workers)
+                    self.running[future.key] = ("drop", number)
+                    self.dropping = number
+                    return [future]
+            del self.listed[number]
+            self._final(number, count, content)
+        if self._enough() or (not self.running and len(self.final) == len(self.pieces)):
+            self._complete()
+        return []
+
+    def _final(self, number: int, count: int, content: str) -> None:
+        if number < len(self.before) and self.before[number] != [count, content]:
+            raise UsageError(
+                f"the input {self.job.reader.input_video_path} changed since the run in {self.job.writer.output_path} was stopped "
+                f"while listing it (piece {number} now lists other paths); pass --overwrite to start over"
+            )
+        self.final.append(count)
+        self.finals.append(content)
+        shown = min(count, self.limit - (sum(self.final) - count)) if self.limit is not None else count
+        self.progress.grow("listed", shown)
+        self.progress.step("listed", shown)
+        if number >= len(self.before):
+            self.state.save_listing_progress([list(pair) for pair in zip(self.final, self.finals, strict=True)])
+
+    def _complete(self) -> None:
+        for key in list(self.running):  # pieces past the video limit
+            self.client.cancel([key])
+        self.running.clear()
+        if self.videos == 0:
+            raise UsageError(no_videos(self.job.reader))
+        self.state.save_listing(self.listing().info())
+        self.complete = True
+        self.listing_s = time.time() - self.started
+
+
 def list_input(client: Client, job: Job, videos_per_shard: int, *, workers: dict, max_in_flight: int, progress: Progress) -> Listing:
-    """List the input on workers, a few pieces at a time, and save the listing."""
-    pieces = plan_pieces(job.reader)
-    counts: list[int] = [0] * len(pieces)
-    digests: dict[int, np.ndarray] = {}
-    waiting = iter(enumerate(pieces))
-    running = as_completed()
-    numbers: dict[str, int] = {}
-
-    def submit_next() -> None:
-        number, piece = next(waiting, (None, None))
-        if piece is not None:
-            future = client.submit(list_piece_task, number, piece, job, pure=False, **workers)
-            numbers[future.key] = number
-            running.add(future)
-
-    for _ in range(max_in_flight):
-        submit_next()
-    progress.grow("listed", 0)
+    """List the whole input on workers and save the listing (no shard run meanwhile)."""
+    lister = InputListing(client, job, videos_per_shard, workers=workers, max_in_flight=max_in_flight, progress=progress)
+    running = as_completed(lister.start())
     for future in running:
-        number = numbers.pop(future.key)
-        counts[number], found = future.result()
-        if found is not None:
-            digests[number] = found
-        progress.grow("listed", counts[number])
-        progress.step("listed", counts[number])
-        submit_next()
-    for number, drop in _listed_again(digests).items():
-        counts[number] = client.submit(drop_from_piece, number, job, drop, pure=False, **workers).result()
-    total = sum(counts)
-    limit = job.reader.video_limit
-    if limit is not None and limit > 0:
-        total = min(total, limit)
-    if total == 0:
-        raise UsageError(no_videos(job.reader))
-    listing = Listing(counts, total, videos_per_shard)
-    OutputState(job.writer.output_path).save_listing(listing.info())
-    return listing
-
-
-def _listed_again(digests: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-    """Per piece, the digests of paths an earlier piece already lists."""
-    if len(digests) < 2:
-        return {}
-    values, counts = np.unique(np.concatenate(list(digests.values())), return_counts=True)
-    repeated = values[counts > 1]
-    drops, seen = {}, np.array([], dtype="S16")
-    for number in sorted(digests):
-        mine = digests[number][np.isin(digests[number], repeated)]
-        again = mine[np.isin(mine, seen)]
-        if len(again):
-            drops[number] = again
-        seen = np.union1d(seen, mine)
-    return drops
+        running.update(lister.on_done(future))
+    return lister.listing()

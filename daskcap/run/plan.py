@@ -1,5 +1,6 @@
 """A shard's plan, on the worker that made it: its paths probed into video and clip
-rows (``probe_slice``), the clips packed into partitions bounded by their window
+rows (``read_partition`` -> ``clip_partition``, mapped over the shard's paths by
+``frames.py``), the clips packed into partitions bounded by their window
 count (``plan_shard``, or ``load_shard_plan`` on a resume), what the client needs
 of it (``shard_outline``), one partition's clips (``shard_group``), and, once
 every partition is written, ``finish_shard``: the shard's videos table and counts.
@@ -58,16 +59,20 @@ def number_partitions(clips: pd.DataFrame, groups: list[pd.DataFrame], first: in
     return pd.concat(numbered, ignore_index=True) if numbered else clips.assign(partition=pd.Series(dtype="int64"))
 
 
-def probe_slice(paths: pd.DataFrame, start: int, stop: int, job) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``probe_chunk`` of rows [start, stop) of a shard's paths."""
-    return probe_chunk(paths.iloc[start:stop].reset_index(drop=True), job)
+def read_partition(paths: pd.DataFrame, job) -> pd.DataFrame:
+    """read: some of a shard's paths probed into video rows (a bad file is a status row)."""
+    return timed(paths.reset_index(drop=True), "read", read_videos, job.reader)
+
+
+def clip_partition(videos: pd.DataFrame, job) -> pd.DataFrame:
+    """clip: video rows exploded into clip rows (they carry the read's seconds along)."""
+    return timed(videos, "clip", make_clips, job.clipper)
 
 
 def probe_chunk(paths: pd.DataFrame, job) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """read -> clip over some of a shard's paths: video rows and clip rows (timed)."""
-    videos = timed(paths, "read", read_videos, job.reader)
-    clips = timed(videos, "clip", make_clips, job.clipper)
-    return videos, clips
+    """read -> clip over some paths, in one call: video rows and clip rows."""
+    videos = read_partition(paths, job)
+    return videos, clip_partition(videos, job)
 
 
 @dataclass
@@ -82,6 +87,7 @@ class ShardPlan:
     done: list[int] = field(default_factory=list)  # partitions finished in an earlier run
     pending: list[int] = field(default_factory=list)
     videos_of: dict[int, dict] = field(default_factory=dict)  # per partition, for NeMo's per-video files
+    rows: dict[int, object] = field(default_factory=dict)  # per partition, its clips' row positions
 
 
 def _with_progress(plan: ShardPlan, job) -> ShardPlan:
@@ -90,18 +96,21 @@ def _with_progress(plan: ShardPlan, job) -> ShardPlan:
     done = state.done_partitions() if state is not None else set()
     plan.done = [n for n in numbers if n in done]
     plan.pending = [n for n in numbers if n not in done]
+    plan.rows = plan.clips.groupby("partition").indices if len(plan.clips) else {}
     if job.writer.write_metas and not job.writer.dry_run:
         plan.videos_of = partition_videos(plan.clips, plan.videos)
     return plan
 
 
-def plan_shard(number: int, job, windows_per_partition: int, plan_over: int, *probed: tuple[pd.DataFrame, pd.DataFrame]) -> ShardPlan:
-    """Pack the probed clips of shard ``number`` into partitions and save the plan."""
-    videos = pd.concat([v for v, _ in probed], ignore_index=True) if probed else schema.empty_frame(schema.VIDEO_SCHEMA)
-    clips = pd.concat([c for _, c in probed], ignore_index=True) if probed else schema.empty_frame(schema.CLIP_SCHEMA)
+def plan_shard(number: int, job, windows_per_partition: int, plan_over: int, probed_videos: list[pd.DataFrame],
+               probed_clips: list[pd.DataFrame]) -> ShardPlan:
+    """Pack the probed clips of shard ``number`` (the partitions of its videos and clips
+    dataframes) into partitions and save the plan."""
+    videos = pd.concat(probed_videos, ignore_index=True) if probed_videos else schema.empty_frame(schema.VIDEO_SCHEMA)
+    clips = pd.concat(probed_clips, ignore_index=True) if probed_clips else schema.empty_frame(schema.CLIP_SCHEMA)
     seconds: dict[str, float] = {}
     usage: dict[str, list] = {}
-    sum_seconds([c for _, c in probed], seconds, usage)  # a clip frame carries its read and clip seconds
+    sum_seconds(probed_clips, seconds, usage)  # a clip frame carries its read and clip seconds
     videos.attrs.clear()
     clips.attrs.clear()
     clips = number_partitions(clips, plan_partitions(clips, job.prepare, windows_per_partition, plan_over), 0)
@@ -151,7 +160,7 @@ def shard_outline(plan: ShardPlan, prepare: CaptionPreparationStage) -> dict:
 
 def shard_group(plan: ShardPlan, partition: int) -> pd.DataFrame:
     """The clip rows of one partition of a shard."""
-    group = plan.clips[plan.clips["partition"] == partition].drop(columns="partition").reset_index(drop=True)
+    group = plan.clips.take(plan.rows[partition]).drop(columns="partition").reset_index(drop=True)
     group.attrs = {SHARD: plan.number, PARTITION: partition, PARTITION_VIDEOS: plan.videos_of.get(partition, {})}
     return group
 

@@ -3,8 +3,9 @@ steps over one ``RunState``.
 
 1. check: the models exist, and an earlier run in the output has the same configuration;
 2. connect: an embedded cluster, or an existing one (checked);
-3. list: the input in pieces on workers (a resume reads the saved listing);
-4. stream: shard by shard through the streaming runner (``stream.py``);
+3. list: the input's pieces to list on workers (a resume reads the saved listing);
+4. stream: shard by shard through the streaming runner (``stream.py``), the first
+   shards while later pieces are still being listed;
 5. summarize: the shards' counts and the workers' counters into ``summary.json``.
 """
 
@@ -15,14 +16,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import pandas as pd
 from distributed import Client
 
 from daskcap.engines.host import EngineHost, worker_stats
 from daskcap.meter import process_peak_rss
 from daskcap.run.cluster import check_cluster, connect, workers_by_kind
 from daskcap.run.job import ClusterOptions, Job, UsageError, check_models, config_hash, job_config
-from daskcap.run.listing import Listing, list_input
+from daskcap.run.listing import InputListing, KnownShards, Listing
 from daskcap.run.progress import Progress
 from daskcap.run.state import OutputState, prepare_output
 from daskcap.run.stream import StreamRunner
@@ -49,9 +49,7 @@ class RunState:
     cluster_start_s: float = 0.0
     cpu_workers: list[str] = field(default_factory=list)
     engine_workers: list[str] = field(default_factory=list)
-    listing: Listing | None = None
-    listing_s: float = 0.0
-    dry_run_shards: list[pd.DataFrame] = field(default_factory=list)  # a dry run lists in the client
+    shards: InputListing | KnownShards | None = None  # the listing under way, or the shards known already
     streamer: StreamRunner | None = None
     shard_stats: list[dict] = field(default_factory=list)
     workers: dict = field(default_factory=dict)
@@ -119,31 +117,31 @@ def connected(run: RunState) -> Iterator[Client]:
 
 
 def list_shards(run: RunState, client: Client) -> None:
-    """The shards to run: the saved listing of the run being resumed; else the input listed
-    on workers (a dry run, which writes nothing, lists here)."""
+    """The shards to run: the saved listing of the run being resumed; else the input, to be
+    listed on workers while the first shards run (a dry run, which writes nothing, lists here)."""
     job, started = run.job, time.time()
     if run.resuming:
-        run.listing = Listing.from_info(run.output.listing_info())
+        run.shards = KnownShards(Listing.from_info(run.output.listing_info()))
         run.progress.announce(f"daskcap: resuming the run in {job.writer.output_path}")
     elif run.output is None:
         paths = list_videos(job.reader)
         if paths.empty:
             raise UsageError(no_videos(job.reader))
         size = run.options.videos_per_shard
-        run.dry_run_shards = [paths.iloc[i : i + size].reset_index(drop=True) for i in range(0, len(paths), size)]
+        run.shards = KnownShards(frames=[paths.iloc[i : i + size].reset_index(drop=True) for i in range(0, len(paths), size)],
+                                 listing_s=time.time() - started)
     else:
         if run.previous is None:
             prepare_output(job.writer, run.overwrite)  # with --overwrite, removes the old run first
         run.output.write_job({"config_hash": run.config_hash, "config": redact(run.config)})
         workers = {"workers": run.cpu_workers or None, "allow_other_workers": not run.cpu_workers}
-        started = time.time()
-        run.listing = list_input(client, job, run.options.videos_per_shard, workers=workers,
-                                 max_in_flight=4 * max(1, len(run.cpu_workers)), progress=run.progress)
-    run.listing_s = time.time() - started
+        run.shards = InputListing(client, job, run.options.videos_per_shard, workers=workers,
+                                  max_in_flight=4 * max(1, len(run.cpu_workers)), progress=run.progress)
 
 
 def stream(run: RunState, client: Client) -> None:
-    """Every shard through the streaming runner; its counts into ``run.shard_stats``."""
+    """Every shard through the streaming runner (listing the input meanwhile); their counts
+    into ``run.shard_stats``."""
     job, output = run.job, run.output
     n_workers = max(1, len(run.cpu_workers) or len(run.engine_workers))
     run.streamer = StreamRunner(
@@ -154,12 +152,11 @@ def stream(run: RunState, client: Client) -> None:
         plan_over=max(1, len(run.engine_workers)) if job.needs_engines else n_workers,
         retry_failed=run.retry_failed, progress=run.progress, started=run.started,
     )
-    count = len(run.dry_run_shards) if output is None else run.listing.shards
     run.shard_stats = run.streamer.run(
-        list(range(count)),
-        paths_of=lambda n: run.dry_run_shards[n] if output is None else run.listing,
+        run.shards,
         finished_of=lambda n: output.shard(n).finished() if output is not None else None,
-        saved_plan=lambda n: run.resuming and output.shard(n).has_plan(),
+        # A run stopped while listing may have planned shards already (its listing is checked to be the same).
+        saved_plan=lambda n: run.previous is not None and output.shard(n).has_plan(),
     )
 
 

@@ -97,6 +97,14 @@ class OutputState:
     def load_piece(self, number: int) -> pd.DataFrame:
         return _read_table(self.fs, self._listing_file(piece_stem(number))).to_pandas()
 
+    def save_listing_progress(self, pieces: list[list]) -> None:
+        """[count, content digest] of each piece made final so far (a run stopped while listing)."""
+        atomic_write_json(self.fs, f"{self.dir}/listing/progress.json", {"pieces": pieces})
+
+    def listing_progress(self) -> list[list]:
+        found = _read_json(self.fs, f"{self.dir}/listing/progress.json")
+        return found["pieces"] if found else []
+
     def save_listing(self, info: dict) -> None:
         """The pieces' counts and the shards cut from them, written last: it marks a complete listing."""
         atomic_write_json(self.fs, f"{self.dir}/listing/shards.json", info)

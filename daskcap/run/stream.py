@@ -1,16 +1,22 @@
 """The streaming runner: a job in bounded pieces, however large its input.
 
 The input is listed in pieces on workers (``listing.py``); shards are runs of
-``videos_per_shard`` of its paths. Shards are planned on workers a little ahead
-of need (their paths read from the listing, probe tasks over slices of them,
-then ``plan_shard``, see ``plan.py``); the plan stays on
-the worker, and only its list of partitions comes back. Partitions are
-submitted as slots free up, so at most ``max_in_flight`` partitions exist at
-once: a few per CPU worker without models; with models, a few per engine
-worker, so preparation runs just ahead of the engines and no further. When a
-shard's partitions are all written, ``finish_shard`` writes its videos table
-on a worker and returns its counts, which are all the client keeps of it.
-The scheduler's task count and the client's memory stay flat as the input grows.
+``videos_per_shard`` of its paths, and each shard's stages are ``map_partitions``
+over its dataframes (``frames.py``). Shards are planned on workers a little
+ahead of need, at a higher priority than windows (their paths read from the
+listing, read -> clip over slices of them, then ``plan_shard``, see ``plan.py``);
+the plan stays on the worker, and only its outline comes back.
+
+Without models, a planned shard's windows are one compute: Dask queues its
+partitions on the scheduler and hands each worker a few at a time, so at most
+``SHARDS_AHEAD`` shards' partitions exist at once. With models, the engines set
+the pace: partitions are computed one by one on the least-loaded CPU worker as
+slots free up, a few per engine worker, so preparation runs just ahead of the
+engines and no further; only the model's columns travel to the engine worker and
+back. When a shard's partitions are all written, ``finish_shard`` writes its
+videos table on a worker and returns its counts, which are all the client keeps
+of it. The scheduler's task count and the client's memory stay flat as the
+input grows.
 """
 
 from __future__ import annotations
@@ -27,15 +33,17 @@ from distributed import Client, as_completed
 
 from daskcap.engines.base import EngineUnavailable
 from daskcap.engines.host import ENGINE_TASK_SLOTS
+from daskcap.run import frames
 from daskcap.run import plan as shard_plan
 from daskcap.run import tasks
 from daskcap.run.cluster import ENGINE_RESOURCE
-from daskcap.run.listing import Listing, shard_paths
+from daskcap.run.listing import InputListing, KnownShards, Listing, shard_paths
 from daskcap.run.progress import Progress
 
 log = logging.getLogger(__name__)
 
 SHARDS_AHEAD = 2  # shards planned ahead of the one whose partitions run
+AHEAD = 1  # the priority of planning and finishing shards: before any shard's windows
 
 
 @dataclass
@@ -43,7 +51,9 @@ class _Shard:
     number: int
     plan: object  # the future of its ShardPlan
     queue: deque = field(default_factory=deque)  # partitions not yet submitted
+    graphs: dict = field(default_factory=dict)  # with models: partition -> its prepare graph
     running: int = 0
+    batched: int = 0  # partitions submitted in the shard's one compute, not yet done (without models)
     written: list = field(default_factory=list)  # futures of this run's partition indexes
     windows: dict = field(default_factory=dict)  # expected windows per pending partition (progress)
     failures: list = field(default_factory=list)
@@ -74,9 +84,9 @@ class StreamRunner:
         self.retry_failed = retry_failed
         self.progress = progress
         n_cpu = max(1, len(cpu_workers) or len(engine_workers))
-        # Partitions in flight: with models, a few per engine worker (the engines set the
-        # pace); without, a few per CPU worker.
-        self.max_in_flight = max(2, 4 * len(engine_workers)) if job.needs_engines else max(2, 2 * n_cpu)
+        # With models, partitions in flight: a few per engine worker (the engines set the pace).
+        # Without, Dask's queue hands out a shard's partitions (a few per worker thread).
+        self.max_in_flight = max(2, 4 * len(engine_workers))
         self.probe_pieces = 4 * n_cpu
         self.run_id = uuid.uuid4().hex[:8]  # fresh keys: reused keys keep their old placement
         self.in_flight = 0
@@ -85,12 +95,19 @@ class StreamRunner:
         self.first_window_s: float | None = None  # since ``started`` (the job's start, time.time())
         self._started = started if started is not None else time.time()
         self._sampled = 0.0
+        self._sampled_once = False
 
     def _sample_scheduler(self) -> None:
+        """The scheduler's task count and, without models, the tasks processing on workers
+        (partitions in flight: the rest of a shard's wait in the scheduler's queue), sampled
+        about once a second and at the first partition's end."""
         now = time.monotonic()
-        if now - self._sampled >= 1.0:
-            self._sampled = now
-            self.most_tasks = max(self.most_tasks, self.client.run_on_scheduler(_task_count))
+        if now - self._sampled >= 1.0 or (self.first_window_s is not None and not self._sampled_once):
+            self._sampled, self._sampled_once = now, self.first_window_s is not None
+            tasks_held, processing = self.client.run_on_scheduler(_scheduler_load)
+            self.most_tasks = max(self.most_tasks, tasks_held)
+            if not self.job.needs_engines:
+                self.most_in_flight = max(self.most_in_flight, processing)
 
     def _on(self, worker: str | None) -> dict:
         """Run on ``worker`` when it is there (else anywhere): tasks follow the client's
@@ -110,34 +127,32 @@ class StreamRunner:
         """The future of shard ``number``'s plan: probed and planned, or loaded when an earlier
         run saved it. ``paths``: the shard's paths (a dry run lists in the client), or the
         saved listing its worker reads them from."""
-        job, submit = self.job, self.client.submit
+        job, ahead = self.job, {"priority": AHEAD, **self.on_cpu}
         if saved:
-            return submit(shard_plan.load_shard_plan, number, job, self.windows_per_partition, self.plan_over, self.retry_failed,
-                          key=self._key("plan", number), pure=False, **self.on_cpu)
-        count = len(paths) if isinstance(paths, pd.DataFrame) else paths.size(number)
-        size = max(1, -(-count // self.probe_pieces))
+            return self.client.submit(shard_plan.load_shard_plan, number, job, self.windows_per_partition, self.plan_over,
+                                      self.retry_failed, key=self._key("plan", number), pure=False, **ahead)
         if isinstance(paths, pd.DataFrame):
-            probes = [
-                submit(shard_plan.probe_chunk, paths.iloc[i : i + size].reset_index(drop=True), job, key=self._key("probe", number, i), pure=False, **self.on_cpu)
-                for i in range(0, count, size)
-            ]
+            count = len(paths)
         else:
-            listed = submit(shard_paths, job.writer.output_path, paths.ranges(number), key=self._key("paths", number), pure=False, **self.on_cpu)
-            workers = list(self.load) or [None]
-            probes = [
-                submit(shard_plan.probe_slice, listed, i, i + size, job, key=self._key("probe", number, i), pure=False,
-                       **self._on(workers[(i // size) % len(workers)]))
-                for i in range(0, count, size)
-            ]
-        return submit(shard_plan.plan_shard, number, job, self.windows_per_partition, self.plan_over, *probes,
-                      key=self._key("plan", number), pure=False, **self.on_cpu)
+            count = paths.size(number)
+            paths = self.client.submit(shard_paths, job.writer.output_path, paths.ranges(number), key=self._key("paths", number),
+                                       pure=False, **ahead)
+        graph = frames.plan_graph(number, frames.shard_paths_frame(paths, count, self.probe_pieces), job, self.windows_per_partition,
+                                  self.plan_over)
+        return self.client.compute(graph, **ahead)
+
+    def _submit_windows(self, shard: _Shard, partitions: list[int]) -> list:
+        """Without models: the futures of the shard's partitions, prepared and written, in one
+        compute. No worker is named, so Dask queues them and hands out a few at a time."""
+        written = frames.windows_frame(shard.plan, partitions, self.job, write=True)
+        return self.client.compute(frames.partitions_of(written))
 
     def _submit_partition(self, shard: _Shard, partition: int, worker: str | None):
+        """With models: one partition prepared on ``worker``, captioned (and enhanced) on an
+        engine worker, written back on ``worker``."""
         job, submit, on = self.job, self.client.submit, self._on(worker)
-        # The plan is copied once to each worker that runs a partition of its shard.
-        if not job.needs_engines:  # prepare (with previews) -> write, one task
-            return submit(tasks.prepare_and_write_task, shard.plan, partition, job, key=self._key("windows", shard.number, partition), pure=False, **on)
-        prepared = submit(tasks.prepare_task, shard.plan, partition, job, key=self._key("prepare", shard.number, partition), pure=False, **on)
+        # The plan is copied once to each worker that prepares a partition of its shard.
+        prepared = self.client.compute(shard.graphs.pop(partition), optimize_graph=False, **on)
         # Only the model's columns travel to the engine worker and back; the rest stays put.
         future = submit(tasks.model_inputs, prepared, key=self._key("inputs", shard.number, partition), pure=False, **on)
         # A share of the engine worker's one GPU: a few model tasks run there at once and
@@ -151,28 +166,30 @@ class StreamRunner:
 
     # --- the loop ----------------------------------------------------------------------------------
 
-    def run(self, shard_numbers: list[int], paths_of: Callable[[int], pd.DataFrame | Listing], finished_of: Callable[[int], dict | None],
-            saved_plan: Callable[[int], bool]) -> list[dict]:
-        """Each shard's counts, in shard order. ``paths_of(n)``: shard n's paths, or the listing holding them;
-        ``finished_of(n)``: its counts when an earlier run finished it; ``saved_plan(n)``:
-        whether an earlier run saved its plan."""
+    def run(self, shards: InputListing | KnownShards, finished_of: Callable[[int], dict | None], saved_plan: Callable[[int], bool]) -> list[dict]:
+        """Each shard's counts, in shard order. ``shards``: the listing under way, or the
+        shards known already; ``finished_of(n)``: shard n's counts when an earlier run
+        finished it; ``saved_plan(n)``: whether an earlier run saved its plan."""
         stats: dict[int, dict] = {}
-        waiting = deque(shard_numbers)
+        next_shard = 0
         planning: dict[str, int] = {}  # outline future key -> shard
         active: dict[int, _Shard] = {}
         roles: dict[str, tuple] = {}  # future key -> ("outline" | "partition" | "finish", shard, partition, CPU worker)
         events = as_completed()
 
         def plan_ahead() -> None:
-            while waiting and len(planning) + sum(1 for s in active.values() if s.queue) < SHARDS_AHEAD:
-                number = waiting.popleft()
+            # Shards whose windows wait: queued here (with models) or on the scheduler (without).
+            nonlocal next_shard
+            while next_shard < shards.ready() and len(planning) + sum(1 for s in active.values() if s.queue or s.batched) < SHARDS_AHEAD:
+                number, next_shard = next_shard, next_shard + 1
                 finished = finished_of(number)
                 if finished is not None and not (self.retry_failed and _has_failures(finished)):
                     stats[number] = finished
                     continue
                 saved = saved_plan(number)
-                plan = self._plan(number, None if saved else paths_of(number), saved)
-                outline = self.client.submit(shard_plan.shard_outline, plan, self.job.prepare, key=self._key("outline", number), pure=False)
+                plan = self._plan(number, None if saved else shards.paths(number), saved)
+                outline = self.client.submit(shard_plan.shard_outline, plan, self.job.prepare, key=self._key("outline", number), pure=False,
+                                             priority=AHEAD)
                 active[number] = _Shard(number, plan)
                 roles[outline.key] = ("outline", number, None, None)
                 planning[outline.key] = number
@@ -194,15 +211,21 @@ class StreamRunner:
 
         def finish(shard: _Shard) -> None:
             future = self.client.submit(shard_plan.finish_shard, shard.plan, self.job, shard.failures, *shard.written,
-                                        key=self._key("finish", shard.number), pure=False, **self.on_cpu)
+                                        key=self._key("finish", shard.number), pure=False, priority=AHEAD, **self.on_cpu)
             roles[future.key] = ("finish", shard.number, None, None)
             events.add(future)
 
+        events.update(shards.start())
         plan_ahead()
         fill()
-        if not roles:
-            return [stats[n] for n in shard_numbers]
         for future in events:
+            if shards.owns(future):  # a piece of the input listed
+                events.update(shards.on_done(future))
+                plan_ahead()
+                fill()
+                continue
+            if future.key not in roles:  # a piece past the video limit, cancelled
+                continue
             role, number, partition, worker = roles.pop(future.key)
             shard = active.get(number)
             if role == "outline":
@@ -214,12 +237,23 @@ class StreamRunner:
                 self.progress.step("probed", outline["videos"])
                 shard.windows = outline["windows"]
                 self.progress.grow("windows", sum(shard.windows.values()))
-                shard.queue.extend(outline["pending"])
-                if not shard.queue:
+                pending = outline["pending"]
+                if not pending:
                     finish(shard)
+                elif self.job.needs_engines:
+                    shard.graphs = dict(zip(pending, frames.per_partition(frames.windows_frame(shard.plan, pending, self.job, write=False)), strict=True))
+                    shard.queue.extend(pending)
+                else:
+                    for partition, written in zip(pending, self._submit_windows(shard, pending), strict=True):
+                        roles[written.key] = ("partition", number, partition, None)
+                        events.add(written)
+                    shard.running = shard.batched = len(pending)
             elif role == "partition":
                 shard.running -= 1
-                self.in_flight -= 1
+                if shard.batched:
+                    shard.batched -= 1
+                else:
+                    self.in_flight -= 1
                 if worker in self.load:
                     self.load[worker] -= 1
                 self.progress.step("windows", shard.windows.get(partition, 0))
@@ -243,12 +277,17 @@ class StreamRunner:
             plan_ahead()
             fill()
             self._sample_scheduler()
-        return [stats[n] for n in shard_numbers]
+        return [stats[n] for n in range(shards.ready())]
 
 
 
-def _task_count(dask_scheduler) -> int:
-    return len(dask_scheduler.tasks)
+def _scheduler_load(dask_scheduler) -> tuple[int, int]:
+    """(tasks held, window partitions processing on workers)."""
+    processing = sum(
+        1 for worker in dask_scheduler.workers.values() for task in worker.processing
+        if isinstance(task.key, tuple) and str(task.key[0]).startswith(frames.WINDOWS_LABEL)
+    )
+    return len(dask_scheduler.tasks), processing
 
 
 def _has_failures(stats: dict) -> bool:

@@ -112,7 +112,7 @@ def build_summary(run) -> dict:
             "peak_rss_mb": round(process_peak_rss() / 2**20, 1),
             "scheduler_most_tasks": run.streamer.most_tasks,
             "first_window_s": run.streamer.first_window_s,
-            "listing_s": round(run.listing_s, 3),
+            "listing_s": round(run.shards.listing_s, 3),
         },
         "failed_partitions": total["failed_partitions"],
         "cluster": {

@@ -1,7 +1,9 @@
-"""What runs on workers for one partition: ``prepare_task`` (-> ``model_inputs`` ->
-``caption_task`` -> ``enhance_task`` on engine workers) -> ``write_task``, or,
-without models, ``prepare_and_write_task``. Each takes and returns plain frames;
-the streaming runner (``stream.py``) submits them.
+"""What runs on workers, one partition at a time: the functions the shard's dataframes
+map over (``frames.py``: ``clip_group`` -> ``prepare_partition`` -> ``write_task``;
+probing's are in ``plan.py``), and the model hops between prepare and
+write (``model_inputs`` -> ``caption_task`` -> ``enhance_task`` on engine workers ->
+``write_captioned_task``), which the streaming runner (``stream.py``) submits as
+futures. Each takes and returns plain frames.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from daskcap.stages.prepare import prepare_windows
 from daskcap.stages.write import write_windows
 
 
-def prepare_task(plan: ShardPlan, partition: int, job) -> pd.DataFrame:
-    """prepare of partition ``partition`` of a shard: its window rows, with their previews
-    made from the frames of the same decode (or ``preview_failed``); the seconds spent on
-    them count as "preview"."""
-    group = shard_group(plan, partition)
-    return timed(group, "prepare", functools.partial(prepare_windows, preview=job.preview), job.prepare)
+def clip_group(partition: int, plan: ShardPlan) -> pd.DataFrame:
+    """The clip rows of partition ``partition`` of a planned shard."""
+    return shard_group(plan, partition)
+
+
+def prepare_partition(clips: pd.DataFrame, job) -> pd.DataFrame:
+    """prepare: a partition's window rows, with their previews made from the frames of the
+    same decode (or ``preview_failed``); the seconds spent on them count as "preview"."""
+    return timed(clips, "prepare", functools.partial(prepare_windows, preview=job.preview), job.prepare)
 
 
 def caption_task(frame: pd.DataFrame, params: CaptionGenerationStage) -> pd.DataFrame:
@@ -96,8 +101,3 @@ def write_task(frame: pd.DataFrame, job) -> pd.DataFrame:
     if state is not None:
         state.mark_done(number, index, index.attrs.get(STAGE_SECONDS, {}))
     return index
-
-
-def prepare_and_write_task(plan: ShardPlan, partition: int, job) -> pd.DataFrame:
-    """Without models, a partition is one task: prepare (with previews) -> write."""
-    return write_task(prepare_task(plan, partition, job), job)

@@ -143,6 +143,15 @@ def path_digests(paths: pd.DataFrame) -> np.ndarray:
     return np.sort(_digests(paths))
 
 
+def content_digest(paths: pd.DataFrame) -> str:
+    """A digest of a piece's paths, in order: whether a piece lists the same paths as before."""
+    digest = hashlib.blake2b(digest_size=16)
+    for path in paths["video_path"]:
+        digest.update(path.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def drop_digests(paths: pd.DataFrame, digests: np.ndarray) -> pd.DataFrame:
     """``paths`` without those whose digest is in ``digests``."""
     return paths[~np.isin(_digests(paths), digests)].reset_index(drop=True)
