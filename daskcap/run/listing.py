@@ -120,11 +120,22 @@ class KnownShards:
     def owns(self, future) -> bool:
         return False
 
+    def _unstarted(self) -> int:
+        """Videos of final pieces in shards the runner has not started."""
+        return self.videos - min(self.videos, self.need * self.videos_per_shard)
+
+    def follow(self, shard: int) -> list:
+        return []
+
     def ready(self) -> int:
         return self.listing.shards if self.listing is not None else len(self.frames)
 
     def paths(self, shard: int) -> pd.DataFrame | Listing:
         return self.listing if self.listing is not None else self.frames[shard]
+
+
+LIST_AHEAD = 8  # shards known beyond the next one the runner starts (and a piece), before more are listed
+AHEAD = 1  # the priority of listing, planning and finishing shards: before any shard's windows
 
 
 class InputListing:
@@ -136,8 +147,11 @@ class InputListing:
     hold its rows (``ready``); the shards are all known when every piece is final, or
     when the final ones hold ``video_limit`` videos (the rest are not listed).
 
-    Driven by the streaming runner: ``start()`` and ``on_done(future)`` return the
-    futures to wait for. The final pieces' counts and content digests are saved as they
+    Listing runs just ahead of need: while the streaming runner says which shard it
+    starts next (``follow``), pieces are listed only until the videos known past it
+    fill ``LIST_AHEAD`` shards and one more piece, at most ``max_in_flight`` at a time (a run that needs the whole
+    listing leaves ``follow`` alone). Driven by the streaming runner: ``start()``,
+    ``follow(shard)`` and ``on_done(future)`` return the futures to wait for. The final pieces' counts and content digests are saved as they
     grow (``listing/progress.json``), and the whole listing once known
     (``listing/shards.json``): a run stopped during listing lists again, and refuses
     to go on if a piece it had already used came out different.
@@ -158,6 +172,7 @@ class InputListing:
         self.dropping: int | None = None  # the piece whose repeated paths are being removed
         self.next_piece = 0
         self.running: dict[str, tuple[str, int]] = {}  # future key -> ("list" | "drop", piece)
+        self.need: int | None = None  # the next shard the runner starts (None: list everything)
         self.complete = False
         self.started = time.time()
         self.listing_s = 0.0  # from start() to the whole listing known
@@ -183,15 +198,28 @@ class InputListing:
     def start(self) -> list:
         self.started = time.time()
         self.progress.grow("listed", 0)
-        return [future for _ in range(self.max_in_flight) for future in self._list_next()]
+        if not self.pieces:  # an empty folder
+            self._complete()
+        return self._list_next()
+
+    def _unstarted(self) -> int:
+        """Videos of final pieces in shards the runner has not started."""
+        return self.videos - min(self.videos, self.need * self.videos_per_shard)
+
+    def follow(self, shard: int) -> list:
+        """The runner starts shard ``shard`` next: list more pieces if it is close to the end of the known ones."""
+        self.need = shard
+        return self._list_next()
 
     def _list_next(self) -> list:
-        if self.next_piece >= len(self.pieces) or self._enough():
-            return []
-        number, self.next_piece = self.next_piece, self.next_piece + 1
-        future = self.client.submit(list_piece_task, number, self.pieces[number], self.job, pure=False, **self.workers)
-        self.running[future.key] = ("list", number)
-        return [future]
+        new = []
+        while (self.next_piece < len(self.pieces) and not self._enough() and len(self.running) < self.max_in_flight
+               and (self.need is None or self._unstarted() < LIST_AHEAD * self.videos_per_shard + max(self.final, default=0))):
+            number, self.next_piece = self.next_piece, self.next_piece + 1
+            future = self.client.submit(list_piece_task, number, self.pieces[number], self.job, pure=False, priority=AHEAD, **self.workers)
+            self.running[future.key] = ("list", number)
+            new.append(future)
+        return new
 
     def _enough(self) -> bool:
         return self.limit is not None and sum(self.final) >= self.limit
@@ -205,13 +233,12 @@ class InputListing:
         role, number = self.running.pop(future.key)
         if role == "list":
             self.listed[number] = future.result()
-            new = self._list_next()
         else:
             count, _, content = self.listed[number]
             self.listed[number] = (future.result(), None, content)
             self.dropping = None
-            new = []
-        return new + self._advance()
+        new = self._advance()
+        return new + (self._list_next() if not self.complete else [])
 
     def _advance(self) -> list:
         """Make the next listed pieces final, in order; start removing repeated paths when one has some."""
@@ -223,7 +250,7 @@ class InputListing:
                 self.seen = np.union1d(self.seen, digests)
                 self.listed[number] = (count, None, content)
                 if len(again):
-                    future = self.client.submit(drop_from_piece, number, self.job, again, pure=False, **self.workers)
+                    future = self.client.submit(drop_from_piece, number, self.job, again, pure=False, priority=AHEAD, **self.workers)
                     self.running[future.key] = ("drop", number)
                     self.dropping = number
                     return [future]

@@ -136,7 +136,7 @@ def list_shards(run: RunState, client: Client) -> None:
         run.output.write_job({"config_hash": run.config_hash, "config": redact(run.config)})
         workers = {"workers": run.cpu_workers or None, "allow_other_workers": not run.cpu_workers}
         run.shards = InputListing(client, job, run.options.videos_per_shard, workers=workers,
-                                  max_in_flight=4 * max(1, len(run.cpu_workers)), progress=run.progress)
+                                  max_in_flight=max(1, len(run.cpu_workers)), progress=run.progress)
 
 
 def stream(run: RunState, client: Client) -> None:

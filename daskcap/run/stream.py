@@ -37,13 +37,12 @@ from daskcap.run import frames
 from daskcap.run import plan as shard_plan
 from daskcap.run import tasks
 from daskcap.run.cluster import ENGINE_RESOURCE
-from daskcap.run.listing import InputListing, KnownShards, Listing, shard_paths
+from daskcap.run.listing import AHEAD, InputListing, KnownShards, Listing, shard_paths
 from daskcap.run.progress import Progress
 
 log = logging.getLogger(__name__)
 
 SHARDS_AHEAD = 2  # shards planned ahead of the one whose partitions run
-AHEAD = 1  # the priority of planning and finishing shards: before any shard's windows
 
 
 @dataclass
@@ -216,12 +215,14 @@ class StreamRunner:
             events.add(future)
 
         events.update(shards.start())
+        events.update(shards.follow(0))
         plan_ahead()
         fill()
         for future in events:
             if shards.owns(future):  # a piece of the input listed
                 events.update(shards.on_done(future))
                 plan_ahead()
+                events.update(shards.follow(next_shard))
                 fill()
                 continue
             if future.key not in roles:  # a piece past the video limit, cancelled
@@ -275,6 +276,7 @@ class StreamRunner:
                 stats[number] = future.result()
                 del active[number]
             plan_ahead()
+            events.update(shards.follow(next_shard))
             fill()
             self._sample_scheduler()
         return [stats[n] for n in range(shards.ready())]
