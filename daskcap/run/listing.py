@@ -217,6 +217,7 @@ class InputListing:
                and (self.need is None or self._unstarted() < LIST_AHEAD * self.videos_per_shard + max(self.final, default=0))):
             number, self.next_piece = self.next_piece, self.next_piece + 1
             future = self.client.submit(list_piece_task, number, self.pieces[number], self.job, pure=False, priority=AHEAD, **self.workers)
+            self.pieces[number] = None  # a folder's piece holds its entries: the task has them now
             self.running[future.key] = ("list", number)
             new.append(future)
         return new

@@ -80,6 +80,7 @@ def plan_pieces(params: VideoReaderStage) -> list[Piece]:
             for entry in fs.ls(fs_path, detail=True)
             if entry["name"].rstrip("/") != fs_path.rstrip("/")
         )
+        fs.invalidate_cache(fs_path)  # a bucket's filesystem would keep every entry's details
         pieces, current, files, folders = [], [], 0, 0
         for name, is_folder in entries:
             if current and (files >= FILES_PER_PIECE or folders >= FOLDERS_PER_PIECE):
