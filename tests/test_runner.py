@@ -111,3 +111,33 @@ def test_a_failed_partition_marks_its_videos_and_a_rerun_completes_them(videos, 
     assert rerun["videos"]["by_status"] == {"ok": 5}
     summary = json.loads((output / "summary.json").read_text())
     assert summary["windows"]["total"] == len(_windows(output))
+
+
+def test_a_shards_stages_are_map_partitions_of_its_dataframes(videos, tmp_path, scheduler):
+    """paths -> read -> clip -> plan, then partitions -> prepare -> write: each read runs
+    once though both the videos and the clips need it, and the windows of a partition are
+    one fused task whose result is what the stage functions give called by hand."""
+    from distributed import Client
+
+    from daskcap.run import frames
+    from daskcap.run.plan import probe_chunk, shard_group
+
+    job = _job(videos, tmp_path / "out")
+    paths = pd.DataFrame({"video_path": sorted(str(p) for p in videos.iterdir())})
+    graph = frames.plan_graph(0, frames.shard_paths_frame(paths, len(paths), 3), job, 2, 2)
+    names = [key[0] if isinstance(key, tuple) else key for key in dict(graph.__dask_graph__())]
+    assert sum(name.startswith("read_partition") for name in names) == 3
+    assert sum(name.startswith("clip_partition") for name in names) == 3
+    with Client(scheduler) as client:
+        plan = client.compute(graph)
+        assert len(plan.result().videos) == 5
+        videos_by_hand, clips_by_hand = probe_chunk(paths, job)
+        pd.testing.assert_frame_equal(plan.result().clips.drop(columns="partition"), clips_by_hand)
+        pending = plan.result().pending
+        written = frames.windows_frame(plan, pending, job, write=False)
+        parts = frames.partitions_of(written)
+        assert len(parts) == len(pending) and all(len(dict(part.__dask_graph__())) == len(pending) for part in parts)
+        computed = client.gather(client.compute(parts[:1]))[0]
+        by_hand = tasks.prepare_partition(shard_group(plan.result(), pending[0]), job)
+        pd.testing.assert_frame_equal(computed.drop(columns=["sampled_frames", "preview_webp", "window_mp4"], errors="ignore"),
+                                      by_hand.drop(columns=["sampled_frames", "preview_webp", "window_mp4"], errors="ignore"))
