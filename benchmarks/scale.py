@@ -14,6 +14,9 @@
    trivial stand-ins in the worker processes (no file is opened): the client's
    peak RSS (with its embedded scheduler), the scheduler's most-held tasks and
    the time to the first written window.
+   Then the largest size once more through the same stages in 2 plain processes
+   (a process pool, no Dask, no runner): the overhead no scheduler removes, and
+   daskcap's wall time over that floor.
 3. A captioned run where the engine is slower than preparation (a toy-size
    Qwen2.5-VL with random weights writing 128 tokens a window, one window per
    partition): the most partitions in
@@ -94,6 +97,51 @@ def run_videos(base: Path, count: int, workers: int) -> dict:
         "shards": summary["shards"],
         "partitions": summary["partitions"],
     }
+
+
+def _floor_chunk(paths: list[str], job, name: str) -> tuple[float, int]:
+    """read -> clip -> prepare (with previews) -> write of some paths, in this process."""
+    import pandas as pd
+
+    from daskcap.meter import measure
+    from daskcap.run.plan import probe_chunk
+    from daskcap.run.tasks import prepare_partition
+    from daskcap.stages.write import write_windows
+
+    with measure() as used:
+        _, clips = probe_chunk(pd.DataFrame({"video_path": paths}), job)
+        windows = prepare_partition(clips, job)
+        write_windows(windows, job.writer, name)
+    return used.cpu_s, len(windows)
+
+
+def run_floor(base: Path, count: int, workers: int) -> dict:
+    """The same stages on the same videos in ``workers`` plain processes (a process pool, 8
+    videos a call, as daskcap's partitions hold here), without Dask or daskcap's runner: the
+    overhead no scheduler can remove (process pool, pickling, imports)."""
+    import argparse as _argparse
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from daskcap.cli import _run_parser
+    from daskcap.flags import build_pipeline
+
+    folder = videos_folder(base, count)
+    output = base / f"out-floor-{count}"
+    shutil.rmtree(output, ignore_errors=True)
+    parser = _argparse.ArgumentParser()
+    _run_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["run", str(folder), str(output), "--no-write-metas", "--no-upload-clips"])
+    job = build_pipeline(args).build()
+    paths = sorted(str(p) for p in folder.iterdir())
+    chunks = [paths[i : i + 8] for i in range(0, len(paths), 8)]
+    started = time.time()
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_floor_chunk, chunks, [job] * len(chunks), [f"part-{i:06d}" for i in range(len(chunks))]))
+    wall = time.time() - started
+    cpu = sum(c for c, _ in results)
+    return {"videos": count, "windows": sum(n for _, n in results), "wall_s": round(wall, 1), "stage_cpu_s": round(cpu, 1),
+            "overhead_share": round(max(0.0, wall - cpu / workers) / wall, 3)}
 
 
 def marginal_overhead(small: dict, large: dict, workers: int) -> dict:
@@ -196,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bookkeeping", type=int, default=1_000_000)
     parser.add_argument("--work", type=Path, default=ROOT / "data" / "bench-scale")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--no-floor", dest="floor", action="store_false", help="skip the plain-process run of the largest size")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     record: dict = {"date": datetime.date.today().isoformat(), "cpu_cores": os.cpu_count(), "end_to_end": [], "bookkeeping": None}
@@ -209,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         print("growth from", small["videos"], "to", large["videos"], "videos:", json.dumps(record["growth"]), flush=True)
         record["marginal"] = marginal_overhead(small, large, 2)
         print("the videos between the sizes:", json.dumps(record["marginal"]), flush=True)
+    if args.floor and args.sizes:
+        record["floor"] = run_floor(args.work, args.sizes[-1], 2)
+        print("the same stages in 2 plain processes:", json.dumps(record["floor"]), flush=True)
+        daskcap_run = record["end_to_end"][-1]
+        record["floor"]["daskcap_wall_ratio"] = round(daskcap_run["wall_s"] / record["floor"]["wall_s"], 2)
     if args.bookkeeping:
         record["bookkeeping"] = run_bookkeeping(args.work, args.bookkeeping)
         print(json.dumps(record["bookkeeping"]), flush=True)
