@@ -69,6 +69,29 @@ def test_a_resume_computes_only_the_partitions_without_a_marker(videos, tmp_path
     assert finished["partitions_computed"] == 0
 
 
+def test_a_run_stopped_while_listing_resumes_from_its_shards(videos, tmp_path, scheduler, monkeypatch):
+    """Shards start while the input is still being listed: a run stopped then has shards
+    done and no whole listing. The rerun lists again (checked against what the first run
+    used), skips the finished shards, and computes only the missing partitions."""
+    from daskcap.stages import listing
+
+    monkeypatch.setattr(listing, "FILES_PER_PIECE", 2)  # three pieces of the five videos
+    output = tmp_path / "out"
+    first = _run(_job(videos, output), scheduler)
+    reference = _windows(output)
+    state = output / "_daskcap"
+    (state / "listing" / "shards.json").unlink()
+    assert len(json.loads((state / "listing" / "progress.json").read_text())["pieces"]) == 3
+    shard = state / "shards" / "00002"
+    (shard / "finished.json").unlink()
+    (shard / "done" / "part-00000.json").unlink()
+    (output / "windows" / "part-00002-00000.parquet").unlink()
+    again = _run(_job(videos, output), scheduler)
+    assert again["resumed"] and again["partitions_computed"] == 1 and again["windows"] == first["windows"]
+    pd.testing.assert_frame_equal(_windows(output), reference)
+    assert (state / "listing" / "shards.json").exists()
+
+
 def test_retry_failed_probes_the_failed_videos_again(videos, tmp_path, scheduler, stamped):
     output = tmp_path / "out"
     broken = videos / "v9.mp4"

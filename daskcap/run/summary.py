@@ -93,7 +93,7 @@ def build_summary(run) -> dict:
         "output": job.writer.output_path,
         "config_hash": run.config_hash,
         "wall_s": round(wall_s, 3),
-        "resumed": run.resuming,
+        "resumed": run.previous is not None,  # an earlier run of this job in the output (stopped while listing, too)
         "partitions_computed": total["partitions_computed"],
         "videos": {"total": sum(total["videos"].values()), "by_status": total["videos"]},
         "clips": {"total": total["clips"]},
