@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from distributed import Client, as_completed
+from distributed import Client, Future, as_completed
 
 from daskcap.run.job import Job, UsageError
 from daskcap.run.progress import Progress
@@ -149,10 +149,12 @@ class InputListing:
 
     Listing runs just ahead of need: while the streaming runner says which shard it
     starts next (``follow``), pieces are listed only until the videos known past it
-    fill ``LIST_AHEAD`` shards and one more piece, at most ``max_in_flight`` at a time (a run that needs the whole
-    listing leaves ``follow`` alone). Driven by the streaming runner: ``start()``,
-    ``follow(shard)`` and ``on_done(future)`` return the futures to wait for. The final pieces' counts and content digests are saved as they
-    grow (``listing/progress.json``), and the whole listing once known
+    fill ``LIST_AHEAD`` shards and one more piece, at most ``max_in_flight`` at a
+    time (a run that needs the whole listing leaves ``follow`` alone). ``start()``,
+    ``follow(shard)`` and ``on_done(future)`` return the futures to wait for.
+
+    The final pieces' counts and content digests are saved as they grow
+    (``listing/progress.json``), and the whole listing once known
     (``listing/shards.json``): a run stopped during listing lists again, and refuses
     to go on if a piece it had already used came out different.
     """
@@ -171,7 +173,7 @@ class InputListing:
         self.seen = np.array([], dtype="S16")  # digests of the final pieces' paths (Parquet lists)
         self.dropping: int | None = None  # the piece whose repeated paths are being removed
         self.next_piece = 0
-        self.running: dict[str, tuple[str, int]] = {}  # future key -> ("list" | "drop", piece)
+        self.running: dict[str, tuple[str, int, Future]] = {}  # future key -> ("list" | "drop", piece, future)
         self.need: int | None = None  # the next shard the runner starts (None: list everything)
         self.complete = False
         self.started = time.time()
@@ -218,7 +220,7 @@ class InputListing:
             number, self.next_piece = self.next_piece, self.next_piece + 1
             future = self.client.submit(list_piece_task, number, self.pieces[number], self.job, pure=False, priority=AHEAD, **self.workers)
             self.pieces[number] = None  # a folder's piece holds its entries: the task has them now
-            self.running[future.key] = ("list", number)
+            self.running[future.key] = ("list", number, future)
             new.append(future)
         return new
 
@@ -231,7 +233,7 @@ class InputListing:
 
     def on_done(self, future) -> list:
         """Take a listing future's result; the futures to wait for next."""
-        role, number = self.running.pop(future.key)
+        role, number, _ = self.running.pop(future.key)
         if role == "list":
             self.listed[number] = future.result()
         else:
@@ -252,7 +254,7 @@ class InputListing:
                 self.listed[number] = (count, None, content)
                 if len(again):
                     future = self.client.submit(drop_from_piece, number, self.job, again, pure=False, priority=AHEAD, **self.workers)
-                    self.running[future.key] = ("drop", number)
+                    self.running[future.key] = ("drop", number, future)
                     self.dropping = number
                     return [future]
             del self.listed[number]
@@ -276,8 +278,7 @@ class InputListing:
             self.state.save_listing_progress([list(pair) for pair in zip(self.final, self.finals, strict=True)])
 
     def _complete(self) -> None:
-        for key in list(self.running):  # pieces past the video limit
-            self.client.cancel([key])
+        self.client.cancel([future for _, _, future in self.running.values()])  # pieces past the video limit
         self.running.clear()
         if self.videos == 0:
             raise UsageError(no_videos(self.job.reader))

@@ -214,16 +214,18 @@ class StreamRunner:
             roles[future.key] = ("finish", shard.number, None, None)
             events.add(future)
 
+        def advance() -> None:
+            """Plan the next shards, list on if the known ones run short, submit what slots allow."""
+            plan_ahead()
+            events.update(shards.follow(next_shard))
+            fill()
+
         events.update(shards.start())
-        events.update(shards.follow(0))
-        plan_ahead()
-        fill()
+        advance()
         for future in events:
             if shards.owns(future):  # a piece of the input listed
                 events.update(shards.on_done(future))
-                plan_ahead()
-                events.update(shards.follow(next_shard))
-                fill()
+                advance()
                 continue
             if future.key not in roles:  # a piece past the video limit, cancelled
                 continue
@@ -275,9 +277,7 @@ class StreamRunner:
                     raise future.exception()
                 stats[number] = future.result()
                 del active[number]
-            plan_ahead()
-            events.update(shards.follow(next_shard))
-            fill()
+            advance()
             self._sample_scheduler()
         return [stats[n] for n in range(shards.ready())]
 
