@@ -120,10 +120,6 @@ class KnownShards:
     def owns(self, future) -> bool:
         return False
 
-    def _unstarted(self) -> int:
-        """Videos of final pieces in shards the runner has not started."""
-        return self.videos - min(self.videos, self.need * self.videos_per_shard)
-
     def follow(self, shard: int) -> list:
         return []
 
@@ -171,7 +167,6 @@ class InputListing:
         self.final: list[int] = []  # counts of the final pieces, in order
         self.finals: list[str] = []  # their contents' digests
         self.seen = np.array([], dtype="S16")  # digests of the final pieces' paths (Parquet lists)
-        self.dropping: int | None = None  # the piece whose repeated paths are being removed
         self.next_piece = 0
         self.running: dict[str, tuple[str, int, Future]] = {}  # future key -> ("list" | "drop", piece, future)
         self.need: int | None = None  # the next shard the runner starts (None: list everything)
@@ -239,13 +234,13 @@ class InputListing:
         else:
             count, _, content = self.listed[number]
             self.listed[number] = (future.result(), None, content)
-            self.dropping = None
         new = self._advance()
         return new + (self._list_next() if not self.complete else [])
 
     def _advance(self) -> list:
         """Make the next listed pieces final, in order; start removing repeated paths when one has some."""
-        while self.dropping is None and len(self.final) in self.listed and not self._enough():
+        dropping = any(role == "drop" for role, _, _ in self.running.values())  # the next piece's repeated paths
+        while not dropping and len(self.final) in self.listed and not self._enough():
             number = len(self.final)
             count, digests, content = self.listed[number]
             if digests is not None:
@@ -255,7 +250,6 @@ class InputListing:
                 if len(again):
                     future = self.client.submit(drop_from_piece, number, self.job, again, pure=False, priority=AHEAD, **self.workers)
                     self.running[future.key] = ("drop", number, future)
-                    self.dropping = number
                     return [future]
             del self.listed[number]
             self._final(number, count, content)

@@ -52,7 +52,6 @@ class _Shard:
     queue: deque = field(default_factory=deque)  # partitions not yet submitted
     graphs: dict = field(default_factory=dict)  # with models: partition -> its prepare graph
     running: int = 0
-    batched: int = 0  # partitions submitted in the shard's one compute, not yet done (without models)
     written: list = field(default_factory=list)  # futures of this run's partition indexes
     windows: dict = field(default_factory=dict)  # expected windows per pending partition (progress)
     failures: list = field(default_factory=list)
@@ -94,15 +93,14 @@ class StreamRunner:
         self.first_window_s: float | None = None  # since ``started`` (the job's start, time.time())
         self._started = started if started is not None else time.time()
         self._sampled = 0.0
-        self._sampled_once = False
 
     def _sample_scheduler(self) -> None:
         """The scheduler's task count and, without models, the tasks processing on workers
         (partitions in flight: the rest of a shard's wait in the scheduler's queue), sampled
         about once a second and at the first partition's end."""
         now = time.monotonic()
-        if now - self._sampled >= 1.0 or (self.first_window_s is not None and not self._sampled_once):
-            self._sampled, self._sampled_once = now, self.first_window_s is not None
+        if now - self._sampled >= 1.0:
+            self._sampled = now
             tasks_held, processing = self.client.run_on_scheduler(_scheduler_load)
             self.most_tasks = max(self.most_tasks, tasks_held)
             if not self.job.needs_engines:
@@ -177,9 +175,13 @@ class StreamRunner:
         events = as_completed()
 
         def plan_ahead() -> None:
-            # Shards whose windows wait: queued here (with models) or on the scheduler (without).
             nonlocal next_shard
-            while next_shard < shards.ready() and len(planning) + sum(1 for s in active.values() if s.queue or s.batched) < SHARDS_AHEAD:
+
+            def waiting(shard: _Shard) -> bool:
+                """Windows of the shard wait: queued here (with models) or on the scheduler (without)."""
+                return bool(shard.queue) if self.job.needs_engines else shard.running > 0
+
+            while next_shard < shards.ready() and len(planning) + sum(map(waiting, active.values())) < SHARDS_AHEAD:
                 number, next_shard = next_shard, next_shard + 1
                 finished = finished_of(number)
                 if finished is not None and not (self.retry_failed and _has_failures(finished)):
@@ -250,12 +252,10 @@ class StreamRunner:
                     for partition, written in zip(pending, self._submit_windows(shard, pending), strict=True):
                         roles[written.key] = ("partition", number, partition, None)
                         events.add(written)
-                    shard.running = shard.batched = len(pending)
+                    shard.running = len(pending)
             elif role == "partition":
                 shard.running -= 1
-                if shard.batched:
-                    shard.batched -= 1
-                else:
+                if self.job.needs_engines:  # submitted one by one (without models, all at once)
                     self.in_flight -= 1
                 if worker in self.load:
                     self.load[worker] -= 1
@@ -270,6 +270,7 @@ class StreamRunner:
                     shard.written.append(future)  # its index stays on the worker until the shard finishes
                     if self.first_window_s is None:
                         self.first_window_s = round(time.time() - self._started, 3)
+                        self._sampled = float("-inf")  # sample now: a short job's partitions are in flight
                 if not shard.queue and not shard.running:
                     finish(shard)
             else:  # finish
