@@ -66,7 +66,11 @@ def _print_result(summary: dict) -> None:
         if counts and counts["checked"]:
             flags = ", ".join(f"{n} {flag}" for flag, n in counts["by_flag"].items() if n) or "all clean"
             print(f"flagged: {counts['flagged']} of {counts['checked']} {what} ({flags})")
-    print(f"output:  {summary['output']}  (summary.json, windows/, videos/, previews/, clips/)")
+    if summary.get("dry_run"):
+        print(f"output:  none written (--dry-run); a real run would write {summary['output']} "
+              "(summary.json, windows/, videos/, previews/, clips/)")
+    else:
+        print(f"output:  {summary['output']}  (summary.json, windows/, videos/, previews/, clips/)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ def test_an_engine_worker_without_gpus_gets_no_device_and_a_share_of_the_machine
     options = engine_worker_options(0, 2, [])
     assert options["env"] == {} and options["resources"] == {"GPU": 1}
     assert options["memory_limit"] == MEMORY_LIMIT // 2  # not one core's share: a model is loaded there
-    assert "plugins" not in options
+    assert "cpu_affinity" not in options
 
 
 def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):

@@ -9,14 +9,16 @@ import os
 from collections.abc import Iterator
 
 import dask
-from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
+from distributed import Client, Scheduler, SpecCluster
 
 from daskcap.engines.base import visible_gpus
 from daskcap.engines.host import ENGINE_TASK_SLOTS
 from daskcap.run.job import ClusterOptions
+from daskcap.run.worker_process import WorkerProcess
 
 log = logging.getLogger(__name__)
 
+LOOPBACK = "127.0.0.1"  # where the embedded cluster listens
 ENGINE_RESOURCE = "GPU"  # what engine workers advertise; model tasks ask for a share of one
 
 # Packages whose versions must agree between this client and every worker:
@@ -25,24 +27,28 @@ _MATCHING_PACKAGES = ["daskcap", "pandas", "pyarrow", "av", "numpy"]
 
 
 def engine_worker_options(index: int, engine_workers: int, gpus: list[str]) -> dict:
-    """Nanny options of embedded engine worker ``index``, pinned to a GPU the way dask-cuda pins its workers.
+    """Options of embedded engine worker ``index``, pinned to a GPU the way dask-cuda pins its workers.
 
     Its GPU comes first in CUDA_VISIBLE_DEVICES (several engine workers per GPU go round
-    the GPUs), with dask-cuda's CPU-affinity plugin when dask-cuda is installed. The host
-    memory limit is the machine's over the engine workers, as dask-cuda sets it: the
-    default share of one core would have the nanny kill a worker that loads a 7B model.
-    No CUDA context is made before the engine is built (vLLM must be the first to make one).
+    the GPUs), bound to the GPU's CPUs as dask-cuda's CPU-affinity plugin binds them when
+    dask-cuda is installed. The host memory limit is the machine's over the engine workers,
+    as dask-cuda sets it: the default share of one core would have the nanny kill a worker
+    that loads a 7B model. The worker is non-daemonic (vLLM starts its own engine process,
+    which a daemonic process may not do), and no CUDA context is made before the engine is
+    built (vLLM must be the first to make one).
     """
     from distributed.system import MEMORY_LIMIT
 
     # Several model tasks at once: their requests share the engine's batches (engines/host.py).
-    options: dict = {"resources": {ENGINE_RESOURCE: 1}, "memory_limit": MEMORY_LIMIT // engine_workers, "env": {}, "nthreads": ENGINE_TASK_SLOTS}
+    options: dict = {
+        "resources": {ENGINE_RESOURCE: 1}, "memory_limit": MEMORY_LIMIT // engine_workers, "env": {},
+        "nthreads": ENGINE_TASK_SLOTS, "config": {"distributed": {"worker": {"daemon": False}}},
+    }
     if not gpus:
         return options
     first = index % len(gpus)
     options["env"] = {"CUDA_VISIBLE_DEVICES": ",".join(gpus[first:] + gpus[:first])}
     try:
-        from dask_cuda.plugins import CPUAffinity
         from dask_cuda.utils import get_cpu_affinity
     except ImportError:
         log.warning(
@@ -51,40 +57,32 @@ def engine_worker_options(index: int, engine_workers: int, gpus: list[str]) -> d
         )
         return options
     device = gpus[first]
-    options["plugins"] = [CPUAffinity(get_cpu_affinity(int(device) if device.isdigit() else device))]
+    options["cpu_affinity"] = [int(cpu) for cpu in get_cpu_affinity(int(device) if device.isdigit() else device)]
     return options
 
 
 @contextlib.contextmanager
 def embedded_cluster(options: ClusterOptions, needs_engines: bool) -> Iterator[SpecCluster]:
-    """A cluster in this process: CPU workers, plus engine workers when models run.
+    """A cluster on this machine: the scheduler in this process, CPU workers, plus engine workers when models run.
 
-    Engine workers are started non-daemonic (the setting is read by the nanny
-    in this process when it spawns, and respawns, a worker): vLLM starts its
-    own engine process, which a daemonic process may not do.
+    Every worker is a process of its own (``worker_process``), not a multiprocessing child
+    of this one, so the user's ``__main__`` is never imported there. Everything listens on
+    loopback only: a scheduler port runs whatever code it is sent.
     """
     n_workers = options.n_workers or os.cpu_count() or 1
-    if not needs_engines:
-        with LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
-        ) as cluster:
-            yield cluster
-        return
-    quiet = {"nthreads": 1, "silence_logs": logging.ERROR}
-    workers = {f"cpu-{i}": {"cls": Nanny, "options": dict(quiet)} for i in range(n_workers)}
-    gpus = visible_gpus()
-    engine_workers = options.engine_workers or max(1, len(gpus))
-    for i in range(engine_workers):
-        workers[f"engine-{i}"] = {"cls": Nanny, "options": {**quiet, **engine_worker_options(i, engine_workers, gpus)}}
-    with (
-        dask.config.set({"distributed.worker.daemon": False}),
-        SpecCluster(
-            scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
-            workers=workers,
-            silence_logs=logging.ERROR,
-            name="daskcap",
-        ) as cluster,
-    ):
+    local = {"host": LOOPBACK, "dashboard_address": f"{LOOPBACK}:0", "silence_logs": logging.ERROR}
+    workers = {f"cpu-{i}": {"cls": WorkerProcess, "options": {**local, "nthreads": 1}} for i in range(n_workers)}
+    if needs_engines:
+        gpus = visible_gpus()
+        engine_workers = options.engine_workers or max(1, len(gpus))
+        for i in range(engine_workers):
+            workers[f"engine-{i}"] = {"cls": WorkerProcess, "options": {**local, **engine_worker_options(i, engine_workers, gpus)}}
+    with SpecCluster(
+        scheduler={"cls": Scheduler, "options": {"host": LOOPBACK, "dashboard_address": f"{LOOPBACK}:0"}},
+        workers=workers,
+        silence_logs=logging.ERROR,
+        name="daskcap",
+    ) as cluster:
         yield cluster
 
 

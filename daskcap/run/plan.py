@@ -21,6 +21,7 @@ from daskcap.stages.check import flag_counts
 from daskcap.stages.clip import make_clips
 from daskcap.stages.nemo_files import PARTITION_VIDEOS, partition_videos
 from daskcap.stages.prepare import CaptionPreparationStage
+from daskcap.stages.preview import below_preview
 from daskcap.stages.read import read_videos
 from daskcap.stages.write import INDEX_COLUMNS, finish_videos, write_videos
 
@@ -217,6 +218,7 @@ def _finish_shard(plan: ShardPlan, job, failures: list[dict], indexes: tuple[pd.
         "stage_seconds": seconds,
         "stage_usage": usage,
         **(flag_counts(index) if job.check is not None else {}),
+        **({"below_preview": below_preview(videos, job.preview)} if job.preview is not None else {}),
     }
     if state is not None and not failures:
         state.mark_finished({**stats, "partitions_computed": 0, "stage_usage": {}})  # as a later run sees it

@@ -12,6 +12,7 @@ steps over one ``RunState``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ class RunState:
     streamer: StreamRunner | None = None
     shard_stats: list[dict] = field(default_factory=list)
     workers: dict = field(default_factory=dict)
+
+log = logging.getLogger(__name__)
 
 
 def run_job(
@@ -172,6 +175,18 @@ def collect_worker_stats(run: RunState, client: Client, before: dict) -> None:
 
 def summarize(run: RunState) -> dict:
     summary = build_summary(run)
+    warn_below_preview(summary, run.job)
     if run.output is not None:
         atomic_write_json(run.output.fs, f"{run.output.root}/summary.json", summary)
     return summary
+
+
+def warn_below_preview(summary: dict, job) -> None:
+    """One line per kind for the whole job (not one per video): sources below the preview's rate or height."""
+    below = summary.get("below_preview", {})
+    for key, what, target in (("fps", "frame rate", f"{job.preview.target_fps:g} fps" if job.preview else ""),
+                              ("height", "height", f"{job.preview.target_height} px" if job.preview else "")):
+        counts = below.get(key)
+        if counts and counts["videos"]:
+            log.warning("%d of %d videos have a source %s below the preview's %s, e.g. %s",
+                        counts["videos"], summary["videos"]["total"], what, target, counts["example"])

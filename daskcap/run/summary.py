@@ -79,6 +79,13 @@ def merge_shards(stats: list[dict]) -> dict:
                 for flag, n in shard[key]["by_flag"].items():
                     merged["by_flag"][flag] = merged["by_flag"].get(flag, 0) + n
     total["flags"] = flags
+    below: dict = {}
+    for shard in stats:
+        for key, counts in shard.get("below_preview", {}).items():
+            merged = below.setdefault(key, {"videos": 0, "example": None})
+            merged["videos"] += counts["videos"]
+            merged["example"] = merged["example"] or counts["example"]
+    total["below_preview"] = below
     return total
 
 
@@ -91,6 +98,7 @@ def build_summary(run) -> dict:
     summary = {
         "input": job.reader.input_video_path,
         "output": job.writer.output_path,
+        "dry_run": job.writer.dry_run,
         "config_hash": run.config_hash,
         "wall_s": round(wall_s, 3),
         "resumed": run.previous is not None,  # an earlier run of this job in the output (stopped while listing, too)
@@ -123,6 +131,7 @@ def build_summary(run) -> dict:
         "workers": run.workers,
         **({"engines": engine_totals(run.workers)} if job.needs_engines else {}),
         **(total["flags"] if job.check is not None else {}),
+        **({"below_preview": total["below_preview"]} if job.preview is not None else {}),
         "config": run.config,
     }
     return redact(summary)  # no credentials from URLs in summary.json

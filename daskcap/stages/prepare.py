@@ -20,7 +20,7 @@ from daskcap import schema
 from daskcap.prompts import CAPTION_PROMPTS, caption_prompt
 from daskcap.stages._params import Checks
 from daskcap.stages.clip_decode import ClipFailed, CopyRefused, count_clip_frames, decode_clip, decode_warning, plan_windows
-from daskcap.stages.preview import PreviewStage, encode_preview, warn_low_source
+from daskcap.stages.preview import PreviewStage, encode_preview
 from daskcap.stages.transcode import SUPPORTED_ENCODERS
 from daskcap.video.decode import DecodeStats, DecodeTimeout, SeekFailed
 from daskcap.video.encode import MP4_CRF, MP4_PRESET, X264_PRESETS, even_size
@@ -191,8 +191,6 @@ def _clip_windows(clip, params: CaptionPreparationStage, preview: PreviewStage |
                 "error": error,
             }
         )
-    if preview is not None:
-        warn_low_source(clip.video_path, fps, even_size(width, height)[1], preview)
     if params.verbose:
         log.info("%s clip %d: %d windows", clip.video_path, clip.clip_index, len(rows))
     return rows

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 import av
+import pandas as pd
 
 from daskcap.stages._params import Checks
 from daskcap.video.encode import encode_webp
@@ -70,18 +71,12 @@ def encode_preview(frames: list[av.VideoFrame], size: tuple[int, int], params: P
     return encode_webp(frames, *size, params.target_fps, params.quality, params.compression_level)
 
 
-def warn_low_source(video_path: str, fps: float, source_height: int, params: PreviewStage) -> None:
-    """Say once per video and process that the source is below the preview's rate or height."""
-    if video_path in _warned:
-        return
-    if len(_warned) >= _WARNED_MAX:  # a long-lived worker sees millions of videos
-        _warned.clear()
-    _warned.add(video_path)
-    if fps < params.target_fps:
-        log.warning("%s: source %.2f fps is below the preview's %.2f fps", video_path, fps, params.target_fps)
-    if source_height < params.target_height:
-        log.warning("%s: source height %d is below the preview's %d", video_path, source_height, params.target_height)
-
-
-_warned: set[str] = set()
-_WARNED_MAX = 4096
+def below_preview(videos: pd.DataFrame, params: PreviewStage) -> dict:
+    """Of the videos that got windows, those whose source is below the preview's rate or height: counts and
+    one example each, said once per job by the client rather than once per video by every worker."""
+    made = videos[videos["num_windows"] > 0]
+    counts = {}
+    for key, target in (("fps", params.target_fps), ("height", params.target_height)):
+        low = made[made[key] < target]
+        counts[key] = {"videos": len(low), "example": str(low["video_path"].iloc[0]) if len(low) else None}
+    return counts
