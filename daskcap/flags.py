@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from daskcap.video.display import DEINTERLACE_MODES
 from daskcap.engines.base import BACKENDS
 from daskcap.engines.weights import DEFAULT_CAPTION_MODELS, DEFAULT_ENHANCE_MODELS
 from daskcap.pipeline import Pipeline
@@ -105,6 +106,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("captioning-model-does-preprocess", "keep sampled frames at source size; the model's processor resizes them", ((_PREP, "model_does_preprocess"), (_CAP, "model_does_preprocess")), default=False, switch=True, group="caption windows (CaptionPreparationStage)"),
     Flag("mp4-preset", "libx264 preset of clip and window mp4s: faster presets make bigger files", ((_PREP, "mp4_preset"),), choices=X264_PRESETS, group="caption windows (CaptionPreparationStage)"),
     Flag("mp4-crf", "libx264 quality target of clip and window mp4s (0 lossless .. 51 worst)", ((_PREP, "mp4_crf"),), type=int, group="caption windows (CaptionPreparationStage)"),
+    Flag("deinterlace", "deinterlace field-coded sources (FFmpeg's bwdif) for model input, previews and mp4s: auto when the stream says it is interlaced", ((_PREP, "deinterlace"),), choices=DEINTERLACE_MODES, group="caption windows (CaptionPreparationStage)"),
     # captions
     Flag("generate-captions", "caption every window with a vision-language model", default=False, switch=True, group="captions (CaptionGenerationStage)"),
     Flag("model-dir", "folder of <org>/<name> model weights; missing hub models are downloaded here once per node", _MODELS, default="models", group="captions (CaptionGenerationStage)"),

@@ -46,6 +46,20 @@ FAILED_STATUSES = frozenset(
     {READ_FAILED, NO_VIDEO_STREAM, BAD_METADATA, TIMED_OUT, PARTIAL, TASK_FAILED, DECODE_FAILED, ENCODE_FAILED, PREVIEW_FAILED, CAPTION_FAILED, ENHANCE_FAILED}
 )
 
+# How the video is shown (video/display.py), on video rows and on the clip rows decoded from them.
+DISPLAY_FIELDS = [
+    ("stream_index", pa.int32()),  # the container's stream that was taken (a player's choice)
+    ("rotation", pa.int32()),  # degrees counterclockwise its display matrix turns the stored picture
+    ("display_width", pa.int32()),  # as shown: the pixel aspect applied, then the rotation
+    ("display_height", pa.int32()),
+    ("sample_aspect_ratio", pa.string()),  # "64:45"
+    ("color_space", pa.string()),  # the YUV matrix: bt601, bt709, bt2020 (untagged: by size, as players decide)
+    ("color_range", pa.string()),  # limited or full
+    ("color_transfer", pa.string()),  # bt709 (SDR), smpte2084 (PQ), arib-std-b67 (HLG), srgb
+    ("color_primaries", pa.string()),
+    ("field_order", pa.string()),  # progressive, tt, bb, tb, bt
+]
+
 VIDEO_SCHEMA = pa.schema(
     [
         ("video_path", pa.string()),
@@ -62,6 +76,7 @@ VIDEO_SCHEMA = pa.schema(
         ("frame_count_source", pa.string()),  # "header" or "counted"
         ("pixel_format", pa.string()),
         ("audio_codec", pa.string()),  # the first audio stream's; null without audio
+        *DISPLAY_FIELDS,
         ("num_clips", pa.int32()),
         ("num_windows", pa.int32()),
     ]
@@ -85,6 +100,7 @@ CLIP_SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("num_frames", pa.int32()),  # expected frames in the clip
+        *DISPLAY_FIELDS,
         ("status", pa.string()),
         ("error", pa.string()),
     ]

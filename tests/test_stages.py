@@ -13,7 +13,7 @@ from daskcap import schema
 from daskcap.stages._params import ParamError
 from daskcap.stages.clip import FixedStrideClipStage, make_clips
 from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
-from daskcap.stages.preview import PreviewStage
+from daskcap.stages.preview import PreviewStage, below_preview
 from daskcap.stages.listing import list_videos
 from daskcap.stages.read import VideoReaderStage, read_videos
 
@@ -303,6 +303,12 @@ def test_failed_preview_is_recorded_not_dropped(stamped, monkeypatch):
     assert parse_webp(windows["preview_webp"].iloc[1])["loop"] == 0
 
 
-def test_preview_warns_when_the_source_is_smaller_than_the_target(samples, caplog):
-    _windows(samples / "carphone_pristine.mp4", preview=PreviewStage())
-    assert any("below the preview" in record.message for record in caplog.records)
+def test_sources_below_the_preview_are_counted_per_shard_not_warned_per_video(samples):
+    paths = pd.DataFrame({"video_path": [str(samples / n) for n in ("carphone_pristine.mp4", "carphone_distorted.mp4", "bikes.mp4")]})
+    videos = read_videos(paths, VideoReaderStage(input_video_path=str(samples)))
+    videos["num_windows"] = 1
+    below = below_preview(videos, PreviewStage(target_height=240, target_fps=1.0))
+    assert below["height"] == {"videos": 2, "example": str(samples / "carphone_pristine.mp4")}  # 144 lines; bikes has 272
+    assert below["fps"] == {"videos": 0, "example": None}
+    videos["num_windows"] = 0  # videos without windows have no preview to warn about
+    assert below_preview(videos, PreviewStage())["height"]["videos"] == 0

@@ -83,6 +83,7 @@ def make_clips(videos: pd.DataFrame, params: FixedStrideClipStage) -> pd.DataFra
                     "width": video.width,
                     "height": video.height,
                     "num_frames": max(0, last_frame - start_frame),
+                    **{name: getattr(video, name) for name, _ in schema.DISPLAY_FIELDS},
                     "status": schema.OK,
                     "error": None,
                 }

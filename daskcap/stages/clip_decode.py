@@ -19,6 +19,7 @@ from daskcap import schema
 from daskcap.stages.preview import PreviewStage, preview_plan
 from daskcap.stages.transcode import H264_ENCODERS, clip_codec, clip_options
 from daskcap.video.decode import DecodeStats, DecodeTimeout, iter_clip_frames
+from daskcap.video.display import Display, FrameShaper, tone_map_to_sdr
 from daskcap.video.encode import MP4_CODEC, Mp4Writer, StreamCopy, even_size
 from daskcap.video.io import open_container
 from daskcap.video.probe import frame_rate
@@ -57,6 +58,7 @@ class ClipFailed(Exception):
 def plan_windows(
     num_frames: int, fps: float, height: int, width: int, params, preview: PreviewStage | None
 ) -> list[ClipWindow]:
+    """The clip's windows, sized for a picture of ``width`` x ``height`` as shown (video/display.py)."""
     windows = []
     for index, (start, end) in enumerate(params.windows(num_frames)):
         count = num_sampled_frames(end - start + 1, fps, params.sampling_fps)
@@ -79,7 +81,7 @@ def _clip_frames(
 ) -> Iterator[tuple[Iterator[av.VideoFrame], Fraction, av.video.stream.VideoStream]]:
     """The clip's decoded frames (streaming), the source frame rate and stream."""
     with open_container(clip.video_path) as container:
-        stream = container.streams.video[0]
+        stream = container.streams[int(clip.stream_index)]  # the one the probe chose (not always the first)
         stream.thread_type = "AUTO"
         # The probe's rate, which planned the clip (the stream's own where they agree: it is exact).
         rate = frame_rate(stream)
@@ -138,15 +140,19 @@ def decode_clip(
     writer = clip_writer = None
     # Scalers kept between frames (frame.reformat would set one up per call).
     sampler, shrinker = VideoReformatter(), VideoReformatter()
+    display = Display.from_row(clip)
+    # Model input and previews in BT.601 limited range whatever the source's matrix and range (HDR tone-mapped).
+    shown_as = display.model_colour
     try:
         with _clip_frames(clip, stats, seek, deadline, copy.add if copy else None) as (frames, rate, stream):
             # Decided before the first packet is read: a copy that cannot apply never opens an output.
             if copy is not None and not _copyable(clip, stream):
                 copy.stop()
-            for position, frame in enumerate(frames):
+            shaper = FrameShaper(display, stream, display.deinterlaces(params.deinterlace))
+            for position, frame in enumerate(_shaped(frames, shaper)):
                 if position == 0:
-                    if copy is not None and (not copy.usable or frame.rotation or frame.format.name != "yuv420p"):
-                        copy.stop()  # a rotated source must be turned upright: encode it
+                    if copy is not None and (not copy.usable or display.rotation or frame.format.name != "yuv420p"):
+                        copy.stop()  # a rotated source is turned upright: encode it
                         copy = None
                     # A clip made of one window is its own mp4; a copied clip needs no encoding.
                     whole = params.clip_mp4 and copy is None and not (len(windows) == 1 and pieces) and not own_clip_encoder
@@ -154,13 +160,13 @@ def decode_clip(
                     if whole or cut:
                         cuts = [w.start for w in windows]
                         options = {"preset": params.mp4_preset, "crf": str(params.mp4_crf)}
-                        writer = Mp4Writer(frame.width, frame.height, rate, cuts, whole=whole, pieces=cut, options=options)
+                        writer = Mp4Writer(frame.width, frame.height, rate, cuts, whole=whole, pieces=cut, options=options, display=display)
                     if own_clip_encoder and copy is None:
                         bit_rate = (stream.bit_rate or stream.container.bit_rate or None) if params.clip_use_input_bit_rate else None
                         options = clip_options(codec, params.clip_encoder_threads, bit_rate)
                         if codec == MP4_CODEC:
                             options.update(preset=params.mp4_preset, **({} if bit_rate else {"crf": str(params.mp4_crf)}))
-                        clip_writer = Mp4Writer(frame.width, frame.height, rate, whole=True, options=options, codec=codec)
+                        clip_writer = Mp4Writer(frame.width, frame.height, rate, whole=True, options=options, codec=codec, display=display)
                 if position >= len(window_of):
                     continue  # more frames than planned: the caller re-plans
                 if writer is not None:
@@ -169,10 +175,17 @@ def decode_clip(
                     clip_writer.add(frame)
                 window = windows[window_of[position]]
                 if position in wanted:
-                    image = sampler.reformat(frame, window.width, window.height, format="yuv420p", interpolation=RESIZE_INTERPOLATION)
+                    if display.hdr:
+                        image = tone_map_to_sdr(frame, window.width, window.height, display, RESIZE_INTERPOLATION)
+                    else:
+                        image = sampler.reformat(frame, window.width, window.height, format="yuv420p",
+                                                 interpolation=RESIZE_INTERPOLATION, **shown_as)
                     window.frames.append(image.to_ndarray())
                 for _ in range(shown.get(position, 0)):
-                    window.preview_frames.append(shrinker.reformat(frame, *window.preview_size, format="yuv420p"))
+                    if display.hdr:
+                        window.preview_frames.append(tone_map_to_sdr(frame, *window.preview_size, display, "BILINEAR"))
+                    else:
+                        window.preview_frames.append(shrinker.reformat(frame, *window.preview_size, format="yuv420p", **shown_as))
             if stats.frames != len(window_of):
                 return stats, None  # the caller re-plans
             clip_bytes, window_bytes = writer.finish() if writer is not None else (None, [])
@@ -201,6 +214,16 @@ def decode_clip(
     if params.clip_mp4 and clip_bytes is None:
         clip_bytes = windows[0].mp4_bytes
     return stats, clip_bytes if params.clip_mp4 else None
+
+
+def _shaped(frames: Iterator[av.VideoFrame], shaper: FrameShaper) -> Iterator[av.VideoFrame]:
+    """The clip's frames as shown: upright, deinterlaced where asked (untouched when neither applies)."""
+    if not shaper.active:
+        yield from frames
+        return
+    for frame in frames:
+        yield from shaper.shape(frame)
+    yield from shaper.flush()
 
 
 def decode_warning(expected: int, decoded: int, stats: DecodeStats) -> str | None:

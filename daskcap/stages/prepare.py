@@ -23,6 +23,7 @@ from daskcap.stages.clip_decode import ClipFailed, CopyRefused, count_clip_frame
 from daskcap.stages.preview import PreviewStage, encode_preview
 from daskcap.stages.transcode import SUPPORTED_ENCODERS
 from daskcap.video.decode import DecodeStats, DecodeTimeout, SeekFailed
+from daskcap.video.display import DEINTERLACE_MODES
 from daskcap.video.encode import MP4_CRF, MP4_PRESET, X264_PRESETS, even_size
 from daskcap.video.windows import PIXEL_GRIDS, split_windows
 
@@ -64,6 +65,7 @@ class CaptionPreparationStage:
     clip_encoder: str = "libx264"
     clip_encoder_threads: int = 0  # 0: the encoder's default
     clip_use_input_bit_rate: bool = False
+    deinterlace: str = "auto"  # daskcap: field-coded sources deinterlaced (bwdif): auto (when the stream says so), on, off
 
     def __post_init__(self) -> None:
         checks = Checks("CaptionPreparationStage")
@@ -80,6 +82,7 @@ class CaptionPreparationStage:
         checks.number("mp4_crf", self.mp4_crf, 0, 51, integer=True)
         checks.choice("clip_encoder", self.clip_encoder, SUPPORTED_ENCODERS)
         checks.number("clip_encoder_threads", self.clip_encoder_threads, 0, integer=True)
+        checks.choice("deinterlace", self.deinterlace, DEINTERLACE_MODES)
         checks.done()
 
     @property
@@ -96,7 +99,8 @@ class CaptionPreparationStage:
 def _clip_windows(clip, params: CaptionPreparationStage, preview: PreviewStage | None, seconds: dict[str, list[float]]) -> list[dict]:
     """The clip's window rows; [wall, CPU] seconds spent on previews are added to ``seconds``."""
     prompt = caption_prompt(params.prompt_variant, params.prompt_text)
-    fps, height, width = float(clip.fps), int(clip.height), int(clip.width)
+    # Windows are sized for the picture as shown (rotation and pixel aspect applied): video/display.py.
+    fps, height, width = float(clip.fps), int(clip.display_height), int(clip.display_width)
     expected = int(clip.num_frames)
     base = {
         "video_path": clip.video_path,

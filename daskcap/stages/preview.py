@@ -76,7 +76,7 @@ def below_preview(videos: pd.DataFrame, params: PreviewStage) -> dict:
     one example each, said once per job by the client rather than once per video by every worker."""
     made = videos[videos["num_windows"] > 0]
     counts = {}
-    for key, target in (("fps", params.target_fps), ("height", params.target_height)):
-        low = made[made[key] < target]
+    for key, column, target in (("fps", "fps", params.target_fps), ("height", "display_height", params.target_height)):
+        low = made[made[column] < target]  # the height as shown: a portrait phone video is tall
         counts[key] = {"videos": len(low), "example": str(low["video_path"].iloc[0]) if len(low) else None}
     return counts

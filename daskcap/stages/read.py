@@ -85,6 +85,7 @@ def read_videos(paths: pd.DataFrame, params: VideoReaderStage) -> pd.DataFrame:
                 frame_count_source=info.frame_count_source,
                 pixel_format=info.pixel_format,
                 audio_codec=info.audio_codec,
+                **info.display.row(),
             )
             if params.verbose:
                 log.info("%s: %s %dx%d %.3f fps %d frames", path, info.codec, info.width, info.height, info.fps, info.num_frames)

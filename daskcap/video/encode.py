@@ -10,6 +10,8 @@ from fractions import Fraction
 import av
 from av.video.reformatter import VideoReformatter
 
+from daskcap.video.display import Display
+
 MP4_CODEC = "libx264"
 # libx264 presets, fastest first. "superfast" is the default: on this project's
 # benchmark inputs it encodes 1.4-1.8x faster than "veryfast" for files
@@ -47,6 +49,7 @@ class Mp4Writer:
         pieces: bool = False,
         options: dict[str, str] | None = None,
         codec: str = MP4_CODEC,
+        display: Display | None = None,
     ):
         if not cuts or cuts[0] != 0 or list(cuts) != sorted(set(cuts)):
             raise ValueError(f"cuts must start at 0 and increase, got {list(cuts)}")
@@ -69,6 +72,9 @@ class Mp4Writer:
         self._count = 0
         self._closed = False
         self._reformatter = VideoReformatter()  # keeps its scaler between frames
+        # The source's pixel values and what they mean (matrix, range, primaries, transfer, pixel aspect).
+        self._tags = display.mp4_tags() if display is not None else {}
+        self._keep = display.kept_colour if display is not None else {}
         # The encoder's stream lives in the clip's container, or in one that is never written.
         self._encoder_home = self._whole or _Mp4Buffer()
 
@@ -78,8 +84,10 @@ class Mp4Writer:
             self._stream.width, self._stream.height = self._width, self._height
             self._stream.pix_fmt = "yuv420p"
             self._stream.options = dict(self._options)
+            for name, value in self._tags.items():
+                setattr(self._stream.codec_context, name, value)
         # A no-op when the frame is already yuv420p at this size (the same object comes back).
-        image = self._reformatter.reformat(frame, self._width, self._height, format="yuv420p")
+        image = self._reformatter.reformat(frame, self._width, self._height, format="yuv420p", **self._keep)
         saved = image.pts, image.time_base, image.pict_type
         image.pts = self._count
         image.time_base = Fraction(1) / self._rate

@@ -12,6 +12,7 @@ import av
 
 from daskcap import schema
 from daskcap.video.decode import DecodeTimeout, check_deadline
+from daskcap.video.display import Display, best_video_stream
 from daskcap.video.io import file_size, open_container
 
 
@@ -36,6 +37,7 @@ class VideoInfo:
     frame_count_source: str  # "header" or "counted"
     pixel_format: str | None = None
     audio_codec: str | None = None  # the first audio stream's, None without audio
+    display: Display | None = None  # how it is shown: stream, rotation, aspect, colour, fields
 
 
 def _header_is_trustworthy(header_frames: int, duration_s: float, fps: float) -> bool:
@@ -54,18 +56,19 @@ class _Count:
     frame_s: float | None  # the time from one frame to the next, as the packets tell it
 
 
-def _count_frames(path: str, deadline: float | None) -> _Count:
+def _count_frames(path: str, stream_index: int, deadline: float | None) -> _Count:
     """Count the video packets (one per frame) and measure their time span and spacing.
 
     Demux only, no decode. The span (first timestamp to the end of the last
     packet) is the stream's real length even when the header has none, when
-    timestamps start late, or when a gap interrupts them.
+    timestamps start late, or when a gap interrupts them. Packets an edit list
+    discards (``-ss`` cuts copied into mp4) are not shown, so not counted.
     """
     count, first, last, end, timed, durations = 0, None, None, None, 0, 0
     with open_container(path) as container:
-        stream = container.streams.video[0]
+        stream = container.streams[stream_index]
         for packet in container.demux(stream):
-            if not packet.size:
+            if not packet.size or packet.is_discard:
                 continue
             count += 1
             if count % 256 == 0:
@@ -132,9 +135,10 @@ def probe(path: str, timeout_s: float | None = None) -> VideoInfo:
         if size == 0:
             raise ProbeError(schema.READ_FAILED, "empty file (0 bytes)")
         with open_container(path) as container:
-            if not container.streams.video:
-                raise ProbeError(schema.NO_VIDEO_STREAM, "the file has no video stream")
-            stream = container.streams.video[0]
+            stream = best_video_stream(container)
+            if stream is None:
+                what = "only a cover picture" if container.streams.video else "no video stream"
+                raise ProbeError(schema.NO_VIDEO_STREAM, f"the file has {what}")
             if stream.codec_context is None:
                 tag = getattr(stream, "codec_tag", "") or "unknown"
                 raise ProbeError(schema.READ_FAILED, f"unsupported video codec (tag {tag!r}): FFmpeg has no decoder for it")
@@ -150,6 +154,8 @@ def probe(path: str, timeout_s: float | None = None) -> VideoInfo:
             if first is None:
                 raise ProbeError(schema.READ_FAILED, "the video stream has no decodable frames")
             width, height = width or first.width, height or first.height
+            display = Display.of(stream, first)
+            edited = _has_edit_list(container, stream, duration_s)
             container_name = container.format.name
             pixel_format = first.format.name
             audio = container.streams.audio
@@ -172,11 +178,11 @@ def probe(path: str, timeout_s: float | None = None) -> VideoInfo:
     if width <= 0 or height <= 0:
         raise ProbeError(schema.BAD_METADATA, f"invalid frame size {width}x{height}")
     fps = float(rate)
-    if _header_is_trustworthy(header_frames, duration_s, fps):
+    if _header_is_trustworthy(header_frames, duration_s, fps) and not edited:
         num_frames, source = header_frames, "header"
     else:
         try:
-            count = _count_frames(path, deadline)
+            count = _count_frames(path, display.stream_index, deadline)
         except DecodeTimeout as exc:
             raise ProbeError(schema.TIMED_OUT, f"gave up after {timeout_s:g} s counting frames (--video-timeout-s)") from exc
         num_frames, source = count.frames, "counted"
@@ -196,4 +202,13 @@ def probe(path: str, timeout_s: float | None = None) -> VideoInfo:
         frame_count_source=source,
         pixel_format=pixel_format,
         audio_codec=audio_codec,
+        display=display,
     )
+
+
+def _has_edit_list(container: av.container.InputContainer, stream: av.video.stream.VideoStream, duration_s: float) -> bool:
+    """Whether the header's counts may include frames an edit list hides (mp4/mov: the movie's duration
+    is the edited one, the track's the media's): then the frames are counted instead."""
+    if not container.format.name.startswith("mov") or not container.duration or duration_s <= 0:
+        return False
+    return float(container.duration) / av.time_base < duration_s - 0.5 / float(frame_rate(stream) or 30)
