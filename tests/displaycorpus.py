@@ -75,10 +75,11 @@ def _pattern(case: Case) -> str:
     width, height = case.size
     half = f"s={width // 2}x{height // 2}:d={case.seconds}:r={case.rate}"
     colours = [f"color=c=0x{'%02X%02X%02X' % QUADRANTS[name]}:{half}[{name}]" for name in _LAYOUT]
-    # A bar moving down the grey quadrant: motion, so an interlaced encode has fields that differ.
+    # A bar moving down the grey quadrant for the first 0.9 s: motion, so an interlaced encode has fields
+    # that differ; after it, a still picture, so any frame can be compared.
     # (fast: 40 lines a frame at 25 fps, so the two fields of an interlaced frame are 20 lines apart).
     bar = f"color=c=black:s={width // 2}x8:d={case.seconds}:r={case.rate}[bar]"
-    graph = ";".join([*colours, bar]) + ";[grey][bar]overlay=x=0:y='mod(t*1000,H)'[moving]"
+    graph = ";".join([*colours, bar]) + ";[grey][bar]overlay=x=0:y='if(lt(t,0.9),mod(t*1000,H),H)'[moving]"
     graph += ";[orange][green]hstack[top];[blue][moving]hstack[bottom];[top][bottom]vstack"
     return graph + (f",{case.pattern_filters}" if case.pattern_filters else "")
 

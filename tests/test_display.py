@@ -33,7 +33,9 @@ def corpus_run(tmp_path_factory) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
     out = folder / "out"
     result = subprocess.run(
         [sys.executable, "-m", "daskcap.cli", "run", str(folder / "videos"), str(out), "--write-model-input",
-         "--fixed-stride-split-duration", "3", "--quiet", "--no-report", "--n-workers", "2"],
+         # Several windows a clip, so window mp4s are cut from the clip's encode at key frames.
+         "--fixed-stride-split-duration", "3", "--captioning-window-size", "32", "--captioning-remainder-threshold", "16",
+         "--quiet", "--no-report", "--n-workers", "2"],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -52,9 +54,13 @@ def _first_window(windows: pd.DataFrame, path: Path) -> pd.Series:
     return rows.iloc[0]
 
 
-def _reference(folder: Path, name: str) -> np.ndarray:
+def _reference(folder: Path, name: str, at_s: float = 0.0) -> np.ndarray:
     case = CASES[name]
-    return dc.reference_picture(_case_path(folder, name), stream="v:1" if case.before else "v:0", shown_as=case.shown_as)
+    return dc.reference_picture(_case_path(folder, name), at_s, stream="v:1" if case.before else "v:0", shown_as=case.shown_as)
+
+
+def _untagged(mp4: Path) -> bool:
+    return dc.ffprobe_stream(mp4).get("color_space") in (None, "unknown")
 
 
 def _model_picture(window: pd.Series) -> np.ndarray:
@@ -73,8 +79,7 @@ def _preview_picture(window: pd.Series, tmp_path: Path) -> np.ndarray:
 
 def _clip_picture(folder: Path, window: pd.Series, name: str) -> np.ndarray:
     clip = folder / "out" / "clips" / f"{window['clip_id']}.mp4"
-    untagged = dc.ffprobe_stream(clip).get("color_space") in (None, "unknown")
-    return dc.decode_with_ffmpeg(clip, shown_as=CASES[name].shown_as if untagged else "")
+    return dc.decode_with_ffmpeg(clip, shown_as=CASES[name].shown_as if _untagged(clip) else "")
 
 
 def _assert_same_picture(ours: np.ndarray, reference: np.ndarray, levels: float, what: str) -> None:
@@ -101,6 +106,14 @@ def test_model_input_previews_and_clips_show_what_ffmpeg_shows(corpus_run, name,
     _assert_same_picture(_model_picture(window), reference, MODEL_LEVELS, f"{name} model input")
     _assert_same_picture(_preview_picture(window, tmp_path), reference, PREVIEW_LEVELS, f"{name} preview")
     _assert_same_picture(_clip_picture(folder, window, name), reference, MP4_LEVELS, f"{name} clip mp4")
+    # A later window's own mp4, cut from the clip's encode: as shown at its first frame.
+    later = windows[(windows["video_path"] == str(path)) & (windows["clip_index"] == 0) & (windows["window_index"] == 1)].iloc[0]
+    assert later["status"] == "ok", later["error"]
+    piece = tmp_path / "window1.mp4"
+    piece.write_bytes(later["window_mp4"])
+    at_s = later["start_frame"] / later["fps"]
+    shown = dc.decode_with_ffmpeg(piece, shown_as=CASES[name].shown_as if _untagged(piece) else "")
+    _assert_same_picture(shown, _reference(folder, name, at_s), MP4_LEVELS, f"{name} window 1 mp4")
 
 
 @pytest.mark.slow
