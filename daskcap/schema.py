@@ -58,6 +58,7 @@ DISPLAY_FIELDS = [
     ("color_transfer", pa.string()),  # bt709 (SDR), smpte2084 (PQ), arib-std-b67 (HLG), srgb
     ("color_primaries", pa.string()),
     ("field_order", pa.string()),  # progressive, tt, bb, tb, bt
+    ("variable_frame_rate", pa.bool_()),  # frames unevenly spaced in time: clips, samples and mp4s follow timestamps
 ]
 
 VIDEO_SCHEMA = pa.schema(

@@ -36,6 +36,7 @@ class Case:
     # How players read what ffmpeg's CLI does not: untagged HD is BT.709 to players (mpv, browsers,
     # VLC), while ffmpeg 5.1's scaler assumes BT.601 for anything untagged.
     shown_as: str = ""
+    variable_rate: bool = False  # 4 s at 5 fps, then 4 s at 30 fps (the pattern twice, concatenated)
 
 
 _H264 = ("-c:v", "libx264", "-pix_fmt", "yuv420p")
@@ -62,6 +63,9 @@ CASES = [
     # Camera-style interlacing: 50 pictures a second woven into 25 frames of two fields each (top first).
     Case("interlaced_mpeg2", ".mpg", ("-c:v", "mpeg2video", "-q:v", "2", "-flags", "+ilme+ildct", "-top", "1"), size=(720, 576),
          rate=50, pattern_filters="tinterlace=mode=interleave_top,setfield=tff,setsar=16/15"),
+    # Variable frame rate as screen recorders and phones write it: each frame keeps its own time.
+    Case("vfr_mp4", ".mp4", (*_H264, "-fps_mode", "vfr", "-enc_time_base", "1:90000"), seconds=4.0, variable_rate=True),
+    Case("vfr_mkv", ".mkv", (*_H264, "-fps_mode", "vfr", "-enc_time_base", "1:90000"), seconds=4.0, variable_rate=True),
     Case("interlaced_h264", ".mp4", ("-c:v", "libx264", "-flags", "+ilme+ildct", "-x264-params", "tff=1", "-pix_fmt", "yuv420p"),
          size=(720, 576), rate=50, pattern_filters="tinterlace=mode=interleave_top,setfield=tff"),
 ]
@@ -71,16 +75,19 @@ def _ffmpeg(*args: str) -> None:
     subprocess.run([FFMPEG, "-v", "error", "-y", *args], check=True, capture_output=True, timeout=120)
 
 
-def _pattern(case: Case) -> str:
+def _pattern(case: Case, rate: int | None = None, tag: str = "") -> str:
+    if case.variable_rate and rate is None:
+        return f"{_pattern(case, 5, 'a')}[slow];{_pattern(case, 30, 'b')}[fast];[slow][fast]concat=n=2:v=1:a=0"
+    rate = rate or case.rate
     width, height = case.size
-    half = f"s={width // 2}x{height // 2}:d={case.seconds}:r={case.rate}"
-    colours = [f"color=c=0x{'%02X%02X%02X' % QUADRANTS[name]}:{half}[{name}]" for name in _LAYOUT]
+    half = f"s={width // 2}x{height // 2}:d={case.seconds}:r={rate}"
+    colours = [f"color=c=0x{'%02X%02X%02X' % QUADRANTS[name]}:{half}[{name}{tag}]" for name in _LAYOUT]
     # A bar moving down the grey quadrant for the first 0.9 s: motion, so an interlaced encode has fields
     # that differ; after it, a still picture, so any frame can be compared.
     # (fast: 40 lines a frame at 25 fps, so the two fields of an interlaced frame are 20 lines apart).
-    bar = f"color=c=black:s={width // 2}x8:d={case.seconds}:r={case.rate}[bar]"
-    graph = ";".join([*colours, bar]) + ";[grey][bar]overlay=x=0:y='if(lt(t,0.9),mod(t*1000,H),H)'[moving]"
-    graph += ";[orange][green]hstack[top];[blue][moving]hstack[bottom];[top][bottom]vstack"
+    bar = f"color=c=black:s={width // 2}x8:d={case.seconds}:r={rate}[bar{tag}]"
+    graph = ";".join([*colours, bar]) + f";[grey{tag}][bar{tag}]overlay=x=0:y='if(lt(t,0.9),mod(t*1000,H),H)'[moving{tag}]"
+    graph += f";[orange{tag}][green{tag}]hstack[top{tag}];[blue{tag}][moving{tag}]hstack[bottom{tag}];[top{tag}][bottom{tag}]vstack"
     return graph + (f",{case.pattern_filters}" if case.pattern_filters else "")
 
 

@@ -90,7 +90,8 @@ def _assert_same_picture(ours: np.ndarray, reference: np.ndarray, levels: float,
         assert np.abs(mine - theirs).max() <= levels, f"{what}: colour {mine.round()} where ffmpeg shows {theirs.round()}"
 
 
-PICTURE_CASES = [c.name for c in dc.CASES if c.name != "hdr10_hevc"]
+PICTURE_CASES = [c.name for c in dc.CASES if c.name != "hdr10_hevc" and not c.variable_rate]
+VFR_CASES = [c.name for c in dc.CASES if c.variable_rate]
 
 
 @pytest.mark.slow
@@ -214,3 +215,40 @@ def _ffmpeg_frame(path: Path, index: int, filters: str, tag: str) -> np.ndarray:
     subprocess.run([dc.FFMPEG, "-v", "error", "-y", "-i", str(path), "-vf", f"{filters},select=eq(n\\,{index})", "-frames:v", "1",
                     str(out)], check=True, capture_output=True, timeout=60)
     return dc.read_png(out)
+
+
+def _frame_times(path: Path) -> np.ndarray:
+    """Every shown frame's time from the first, as ffprobe decodes them."""
+    result = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "frame=best_effort_timestamp_time",
+                             "-of", "csv=p=0", str(path)], check=True, capture_output=True, text=True, timeout=60)
+    times = np.array(sorted(float(line.strip(",")) for line in result.stdout.split() if line.strip(",")))
+    return times - times[0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("name", VFR_CASES)
+def test_a_variable_frame_rate_video_keeps_its_time(corpus_run, name, tmp_path):
+    """4 s at 5 fps then 4 s at 30 fps, in 3 s clips: each clip holds the frames its span holds, its mp4 plays
+    as long as its span, the model's frames are even in time, and nothing warns of lost frames."""
+    folder, videos, windows = corpus_run
+    path = _case_path(folder, name)
+    times = _frame_times(path)
+    video = videos.loc[str(path)]
+    assert bool(video["variable_frame_rate"]) and video["num_frames"] == len(times) == 140
+    clips = windows[windows["video_path"] == str(path)].groupby("clip_index")
+    assert clips.ngroups == 3
+    for index, rows in clips:
+        start_s, end_s = rows["clip_start_s"].iloc[0], rows["clip_end_s"].iloc[0]
+        last = index == clips.ngroups - 1
+        held = times[(times >= start_s - 0.002) & ((times < end_s - 0.002) | last)]
+        assert (rows["status"] == "ok").all() and rows["error"].isna().all(), rows["error"].tolist()  # no false warning
+        assert rows["end_frame"].max() + 1 == len(held), f"clip {index}: {rows['end_frame'].max() + 1} frames, its span holds {len(held)}"
+        clip = folder / "out" / "clips" / f"{rows['clip_id'].iloc[0]}.mp4"
+        shown = _frame_times(clip)
+        assert len(shown) == len(held)
+        assert np.allclose(shown, held - held[0], atol=0.002)  # each frame at its own time: VFR stays VFR
+        window = rows.iloc[0]
+        sampled = held[np.asarray(window["sampled_frame_indices"])]
+        gaps = np.diff(sampled)
+        assert gaps.max() <= 1.6 * gaps.min() + 0.2, f"clip {index}: sampled at {sampled.round(2).tolist()}"  # even in time

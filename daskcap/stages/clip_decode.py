@@ -18,12 +18,12 @@ from av.video.reformatter import VideoReformatter
 from daskcap import schema
 from daskcap.stages.preview import PreviewStage, preview_plan
 from daskcap.stages.transcode import H264_ENCODERS, clip_codec, clip_options
-from daskcap.video.decode import DecodeStats, DecodeTimeout, iter_clip_frames
+from daskcap.video.decode import TIME_TOLERANCE_S, DecodeStats, DecodeTimeout, check_deadline, first_frame_origin, iter_clip_frames, seek_before
 from daskcap.video.display import Display, FrameShaper, tone_map_to_sdr
 from daskcap.video.encode import MP4_CODEC, Mp4Writer, StreamCopy, even_size
 from daskcap.video.io import open_container
 from daskcap.video.probe import frame_rate
-from daskcap.video.windows import PIXEL_GRIDS, frame_size_for_model, num_sampled_frames, sample_indices
+from daskcap.video.windows import PIXEL_GRIDS, frame_size_for_model, num_sampled_frames, sample_by_time, sample_indices
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +56,29 @@ class ClipFailed(Exception):
 
 
 def plan_windows(
-    num_frames: int, fps: float, height: int, width: int, params, preview: PreviewStage | None
+    num_frames: int, fps: float, height: int, width: int, params, preview: PreviewStage | None,
+    frame_times: list[float] | None = None,
 ) -> list[ClipWindow]:
-    """The clip's windows, sized for a picture of ``width`` x ``height`` as shown (video/display.py)."""
+    """The clip's windows, sized for a picture of ``width`` x ``height`` as shown (video/display.py).
+
+    ``frame_times`` (a variable-rate clip: each frame's time) sample the model's frames evenly in
+    time, as many as the window's duration asks; a constant rate gives the same by frame index.
+    """
     windows = []
     for index, (start, end) in enumerate(params.windows(num_frames)):
-        count = num_sampled_frames(end - start + 1, fps, params.sampling_fps)
+        frames, window_fps = end - start + 1, fps
+        if frame_times is not None:
+            window_fps = frames / _window_seconds(frame_times, start, end)
+        count = num_sampled_frames(frames, window_fps, params.sampling_fps)
+        sampled = sample_indices(start, end, count) if frame_times is None else sample_by_time(frame_times, start, end, count)
         if params.model_does_preprocess:
             # Source size (4:2:0 storage needs even sides: an odd row/column is dropped).
             size = even_size(width, height)[::-1]
         else:
             size = frame_size_for_model(height, width, count, PIXEL_GRIDS[params.model_variant])
-        window = ClipWindow(index, start, end, sample_indices(start, end, count), *size)
+        window = ClipWindow(index, start, end, sampled, *size)
         if preview is not None:
-            positions, window.preview_size = preview_plan(end - start + 1, fps, *even_size(width, height), preview)
+            positions, window.preview_size = preview_plan(frames, window_fps, *even_size(width, height), preview)
             window.preview_positions = [start + p for p in positions]
         windows.append(window)
     return windows
@@ -89,7 +98,48 @@ def _clip_frames(
             rate = Fraction(clip.fps).limit_denominator(100000)
         start = int(clip.source_start_frame)
         end = _TO_STREAM_END if clip.reaches_end else int(clip.source_end_frame)
-        yield iter_clip_frames(container, stream, start, end, rate, stats, seek=seek, deadline=deadline, on_packet=on_packet), rate, stream
+        frames = iter_clip_frames(container, stream, start, end, rate, stats, seek=seek, deadline=deadline, on_packet=on_packet,
+                                  span_s=clip_span_s(clip))
+        yield frames, rate, stream
+
+
+def clip_span_s(clip) -> tuple[float, float] | None:
+    """A variable-rate clip's time span (its frames are those in it); None for a constant rate (frame indices)."""
+    if not clip.variable_frame_rate:
+        return None
+    return float(clip.clip_start_s), float("inf") if clip.reaches_end else float(clip.clip_end_s)
+
+
+def clip_frame_times(clip, deadline: float | None) -> list[float]:
+    """The presentation times (seconds from frame 0) of a variable-rate clip's frames, from its packets (no decode
+    past the first frame): what its windows are planned and its model frames sampled on."""
+    start_s, end_s = clip_span_s(clip)
+    with open_container(clip.video_path) as container:
+        stream = container.streams[int(clip.stream_index)]
+        rate = Fraction(clip.fps).limit_denominator(100000)
+        origin = first_frame_origin(container, stream, rate, deadline)
+        if int(clip.source_start_frame) > 0:
+            seek_before(container, stream, origin, int(clip.source_start_frame), rate)
+        else:
+            container.seek(stream.start_time or 0, stream=stream, backward=True, any_frame=False)
+        times = []
+        for count, packet in enumerate(container.demux(stream)):
+            if count % 256 == 0:
+                check_deadline(deadline, "counting frames")
+            if packet.dts is not None and float((packet.dts - origin) * stream.time_base) > end_s + 1.0:
+                break  # past the end by more than any reordering
+            if not packet.size or packet.is_discard or packet.pts is None:
+                continue
+            seconds = float((packet.pts - origin) * stream.time_base)
+            if start_s - TIME_TOLERANCE_S <= seconds < end_s - TIME_TOLERANCE_S:
+                times.append(seconds)
+    return sorted(times)
+
+
+def _window_seconds(frame_times: list[float], start: int, end: int) -> float:
+    """A window's duration: its first frame to its last, plus one frame at its own rate."""
+    span = frame_times[end] - frame_times[start]
+    return span + (span / (end - start) if end > start else 1 / 30)
 
 
 def count_clip_frames(clip, deadline: float | None) -> int:
@@ -160,13 +210,13 @@ def decode_clip(
                     if whole or cut:
                         cuts = [w.start for w in windows]
                         options = {"preset": params.mp4_preset, "crf": str(params.mp4_crf)}
-                        writer = Mp4Writer(frame.width, frame.height, rate, cuts, whole=whole, pieces=cut, options=options, display=display)
+                        writer = Mp4Writer(frame.width, frame.height, rate, cuts, whole=whole, pieces=cut, options=options, display=display, timestamps=bool(clip.variable_frame_rate))
                     if own_clip_encoder and copy is None:
                         bit_rate = (stream.bit_rate or stream.container.bit_rate or None) if params.clip_use_input_bit_rate else None
                         options = clip_options(codec, params.clip_encoder_threads, bit_rate)
                         if codec == MP4_CODEC:
                             options.update(preset=params.mp4_preset, **({} if bit_rate else {"crf": str(params.mp4_crf)}))
-                        clip_writer = Mp4Writer(frame.width, frame.height, rate, whole=True, options=options, codec=codec, display=display)
+                        clip_writer = Mp4Writer(frame.width, frame.height, rate, whole=True, options=options, codec=codec, display=display, timestamps=bool(clip.variable_frame_rate))
                 if position >= len(window_of):
                     continue  # more frames than planned: the caller re-plans
                 if writer is not None:

@@ -19,7 +19,9 @@ import pandas as pd
 from daskcap import schema
 from daskcap.prompts import CAPTION_PROMPTS, caption_prompt
 from daskcap.stages._params import Checks
-from daskcap.stages.clip_decode import ClipFailed, CopyRefused, count_clip_frames, decode_clip, decode_warning, plan_windows
+from daskcap.stages.clip_decode import (
+    ClipFailed, CopyRefused, clip_frame_times, count_clip_frames, decode_clip, decode_warning, plan_windows,
+)
 from daskcap.stages.preview import PreviewStage, encode_preview
 from daskcap.stages.transcode import SUPPORTED_ENCODERS
 from daskcap.video.decode import DecodeStats, DecodeTimeout, SeekFailed
@@ -118,14 +120,24 @@ def _clip_windows(clip, params: CaptionPreparationStage, preview: PreviewStage |
             for i, (start, end) in enumerate(spans)
         ]
 
+    deadline = time.monotonic() + params.timeout_s if params.timeout_s else None
+    times = None
+    if clip.variable_frame_rate:
+        # Frame indices on a constant grid do not fit: the clip's frames are those its packets' times put in
+        # its span, counted before the decode, and the model's frames are sampled evenly in time.
+        try:
+            times = clip_frame_times(clip, deadline)
+        except (av.error.FFmpegError, DecodeTimeout, SeekFailed) as exc:
+            log.info("%s clip %d: frame times unknown (%s); frames by index", clip.video_path, clip.clip_index, exc)
+        else:
+            expected = len(times)
     try:
-        windows = plan_windows(expected, fps, height, width, params, preview)
+        windows = plan_windows(expected, fps, height, width, params, preview, times)
     except ValueError as exc:  # no model frame size for this video (aspect ratio)
         spans = params.windows(expected)
         return failed_rows(spans, schema.ENCODE_FAILED, str(exc))
     if not windows:
         return []
-    deadline = time.monotonic() + params.timeout_s if params.timeout_s else None
 
     def decode(seek: bool) -> tuple[DecodeStats, bytes | None]:
         try:
@@ -136,7 +148,7 @@ def _clip_windows(clip, params: CaptionPreparationStage, preview: PreviewStage |
             if isinstance(exc, SeekFailed):
                 log.info("%s clip %d: %s; decoding from the start", clip.video_path, clip.clip_index, exc)
                 seek = False
-            windows[:] = plan_windows(windows[-1].end + 1, fps, height, width, params, preview)
+            windows[:] = plan_windows(windows[-1].end + 1, fps, height, width, params, preview, times)
             return decode_clip(clip, windows, params, seek=seek, deadline=deadline, allow_copy=False)
 
     try:
@@ -150,7 +162,8 @@ def _clip_windows(clip, params: CaptionPreparationStage, preview: PreviewStage |
             except DecodeTimeout as exc:
                 raise ClipFailed(schema.TIMED_OUT, f"gave up after {params.timeout_s:g} s on this clip (--video-timeout-s)") from exc
             log.info("%s clip %d: %d frames decode, %d expected; re-planning", clip.video_path, clip.clip_index, decoded, expected)
-            windows[:] = plan_windows(decoded, fps, height, width, params, preview)
+            times_fit = times if times is not None and len(times) == decoded else None
+            windows[:] = plan_windows(decoded, fps, height, width, params, preview, times_fit)
             if not windows:
                 return []
             stats, clip_bytes = decode(seek=False)

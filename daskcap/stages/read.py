@@ -86,6 +86,7 @@ def read_videos(paths: pd.DataFrame, params: VideoReaderStage) -> pd.DataFrame:
                 pixel_format=info.pixel_format,
                 audio_codec=info.audio_codec,
                 **info.display.row(),
+                variable_frame_rate=info.variable_frame_rate,
             )
             if params.verbose:
                 log.info("%s: %s %dx%d %.3f fps %d frames", path, info.codec, info.width, info.height, info.fps, info.num_frames)

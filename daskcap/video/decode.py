@@ -22,7 +22,7 @@ class SeekFailed(Exception):
     """The demuxer cannot seek (elementary streams, some RealMedia files): decode the clip from the start."""
 
 
-def _seek_before(
+def seek_before(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, origin: Fraction, start_frame: int, rate: Fraction
 ) -> None:
     # Half a frame early, so rounding cannot land the seek just past the frame.
@@ -38,7 +38,7 @@ def _origin(frame_pts: int, frames_before: int, rate: Fraction, time_base: Fract
     return frame_pts - frames_before / rate / time_base
 
 
-def _first_frame_origin(
+def first_frame_origin(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, rate: Fraction, deadline: float | None
 ) -> Fraction:
     """The timestamp of frame 0, decoded from the start of a fresh container.
@@ -59,6 +59,9 @@ def _first_frame_origin(
                 return _origin(frame.pts, count, rate, stream.time_base)
             count += 1
     return Fraction(stream.start_time or 0)
+
+
+TIME_TOLERANCE_S = 0.0015  # timestamps rounded to milliseconds (Matroska) still fall on their side of a cut
 
 
 class DecodeTimeout(TimeoutError):
@@ -95,8 +98,12 @@ def iter_clip_frames(
     seek: bool = True,
     deadline: float | None = None,
     on_packet: Callable[[av.Packet], None] | None = None,
+    span_s: tuple[float, float] | None = None,
 ) -> Iterator[av.VideoFrame]:
     """Yield the decoded frames whose source index is in ``[start_frame, end_frame)``.
+
+    With ``span_s`` (a variable-rate video) the frames whose time from frame 0 is in
+    ``[start_s, end_s)`` instead: a grid of ``rate`` is too coarse where the rate changes.
 
     A frame's index is its presentation time x ``rate`` (rounded), so a clip is
     a time span, as in the reference; frames without timestamps continue the
@@ -112,8 +119,8 @@ def iter_clip_frames(
     # Index of the last frame seen: known (-1) only when decoding from the start.
     previous = -1
     if seek and start_frame > 0:
-        origin = _first_frame_origin(container, stream, rate, deadline)
-        _seek_before(container, stream, origin, start_frame, rate)
+        origin = first_frame_origin(container, stream, rate, deadline)
+        seek_before(container, stream, origin, start_frame, rate)
         previous = None
     for packet in _packets(container, stream, stats, deadline):
         if on_packet is not None:
@@ -133,9 +140,15 @@ def iter_clip_frames(
             else:
                 continue  # after a seek with no timestamp we cannot place it
             previous = index
-            if index < start_frame:
+            if span_s is not None and frame.pts is not None:
+                seconds = float((frame.pts - origin) * stream.time_base)
+                if seconds < span_s[0] - TIME_TOLERANCE_S:
+                    continue
+                if seconds >= span_s[1] - TIME_TOLERANCE_S:
+                    return
+            elif index < start_frame:
                 continue
-            if index >= end_frame:
+            elif index >= end_frame:
                 return
             stats.frames += 1
             yield frame

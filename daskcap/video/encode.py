@@ -50,6 +50,7 @@ class Mp4Writer:
         options: dict[str, str] | None = None,
         codec: str = MP4_CODEC,
         display: Display | None = None,
+        timestamps: bool = False,
     ):
         if not cuts or cuts[0] != 0 or list(cuts) != sorted(set(cuts)):
             raise ValueError(f"cuts must start at 0 and increase, got {list(cuts)}")
@@ -75,12 +76,23 @@ class Mp4Writer:
         # The source's pixel values and what they mean (matrix, range, primaries, transfer, pixel aspect).
         self._tags = display.mp4_tags() if display is not None else {}
         self._keep = display.kept_colour if display is not None else {}
+        # A variable-rate source keeps each frame's own time (from the clip's first); else frame n is at n / rate.
+        self._timestamps = timestamps
+        self._first_pts: int | None = None
+        self._time_base: Fraction | None = None
+        self._pts_of: list[int] = []  # each frame's pts in the encoder's time base
+        self._position_of: dict[int, int] = {}
         # The encoder's stream lives in the clip's container, or in one that is never written.
         self._encoder_home = self._whole or _Mp4Buffer()
 
     def add(self, frame: av.VideoFrame) -> None:
         if self._stream is None:
             self._stream = self._encoder_home.container.add_stream(self._codec, rate=self._rate)
+            if self._timestamps and frame.pts is not None and frame.time_base:
+                self._time_base, self._first_pts = frame.time_base, frame.pts
+                self._stream.codec_context.time_base = self._time_base
+            else:
+                self._timestamps = False
             self._stream.width, self._stream.height = self._width, self._height
             self._stream.pix_fmt = "yuv420p"
             self._stream.options = dict(self._options)
@@ -89,8 +101,16 @@ class Mp4Writer:
         # A no-op when the frame is already yuv420p at this size (the same object comes back).
         image = self._reformatter.reformat(frame, self._width, self._height, format="yuv420p", **self._keep)
         saved = image.pts, image.time_base, image.pict_type
-        image.pts = self._count
-        image.time_base = Fraction(1) / self._rate
+        if self._timestamps:
+            pts = frame.pts - self._first_pts if frame.pts is not None else None
+            if pts is None or (self._pts_of and pts <= self._pts_of[-1]):
+                pts = self._pts_of[-1] + 1 if self._pts_of else 0  # a missing or repeated stamp: just after the last
+            image.pts, image.time_base = pts, self._time_base
+        else:
+            pts = self._count
+            image.pts, image.time_base = pts, Fraction(1) / self._rate
+        self._pts_of.append(pts)
+        self._position_of[pts] = self._count
         image.pict_type = _frame_type(frame.pict_type, cut=self._count in self._cuts)
         self._count += 1
         try:
@@ -112,16 +132,21 @@ class Mp4Writer:
                     self._piece = _Mp4Buffer()
                     self._piece.stream = self._piece.container.add_stream_from_template(self._stream)
                     self._piece_index = index
-                shift = self._ticks(self._cuts[index], packet.time_base)
+                shift = self._cut_shift(index, packet.time_base)
                 self._piece.container.mux(_shifted_copy(packet, shift, self._piece.stream))
             if self._whole is not None:
                 self._whole.container.mux(packet)
 
     def _frame_of(self, pts: int) -> int:
+        if self._timestamps:
+            return self._position_of[pts]
         return round(pts * self._stream.codec_context.time_base * self._rate)
 
-    def _ticks(self, frames: int, time_base: Fraction) -> int:
-        return round(Fraction(frames) / self._rate / time_base)
+    def _cut_shift(self, piece: int, time_base: Fraction) -> int:
+        """Ticks of ``time_base`` before the first frame of ``piece``: a window's mp4 starts at 0."""
+        if self._timestamps:
+            return round(self._pts_of[self._cuts[piece]] * self._time_base / time_base)
+        return round(Fraction(self._cuts[piece]) / self._rate / time_base)
 
     def _close_piece(self) -> None:
         if self._piece is not None:

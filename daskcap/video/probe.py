@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import av
+import numpy as np
 
 from daskcap import schema
 from daskcap.video.decode import DecodeTimeout, check_deadline
@@ -38,6 +39,7 @@ class VideoInfo:
     pixel_format: str | None = None
     audio_codec: str | None = None  # the first audio stream's, None without audio
     display: Display | None = None  # how it is shown: stream, rotation, aspect, colour, fields
+    variable_frame_rate: bool = False  # frames unevenly spaced in time (phones, screen recordings, edits)
 
 
 def _header_is_trustworthy(header_frames: int, duration_s: float, fps: float) -> bool:
@@ -54,6 +56,7 @@ class _Count:
     frames: int
     span_s: float  # first timestamp to the end of the last packet; 0.0 without timestamps
     frame_s: float | None  # the time from one frame to the next, as the packets tell it
+    variable: bool = False  # the packets' spacing varies: a variable frame rate
 
 
 def _count_frames(path: str, stream_index: int, deadline: float | None) -> _Count:
@@ -65,6 +68,7 @@ def _count_frames(path: str, stream_index: int, deadline: float | None) -> _Coun
     discards (``-ss`` cuts copied into mp4) are not shown, so not counted.
     """
     count, first, last, end, timed, durations = 0, None, None, None, 0, 0
+    stamps = []
     with open_container(path) as container:
         stream = container.streams[stream_index]
         for packet in container.demux(stream):
@@ -75,6 +79,7 @@ def _count_frames(path: str, stream_index: int, deadline: float | None) -> _Coun
                 check_deadline(deadline, "counting frames")
             durations += packet.duration or 0
             if packet.pts is not None:
+                stamps.append(packet.pts)
                 timed += 1
                 first = packet.pts if first is None else min(first, packet.pts)
                 last = packet.pts if last is None else max(last, packet.pts)
@@ -85,7 +90,19 @@ def _count_frames(path: str, stream_index: int, deadline: float | None) -> _Coun
             frame_s = float((last - first) * stream.time_base) / (count - 1)
         else:  # not every packet timed (raw H.264 has none): the parser's packet durations
             frame_s = float(durations * stream.time_base) / count if durations else None
-    return _Count(count, span, frame_s)
+    return _Count(count, span, frame_s, _uneven(stamps))
+
+
+def _uneven(stamps: list[int]) -> bool:
+    """Whether presentation times are unevenly spaced: the wide gaps (90th percentile) over 1.5 times the
+    narrow ones (10th), so timestamp rounding (Matroska's milliseconds) does not count."""
+    if len(stamps) < 8:
+        return False
+    gaps = np.diff(np.unique(np.asarray(stamps, dtype=np.int64)))
+    if len(gaps) < 4:
+        return False
+    narrow, wide = np.percentile(gaps, [10, 90])
+    return bool(narrow > 0 and wide > 1.5 * narrow)
 
 
 def stream_duration_s(stream: av.video.stream.VideoStream) -> float:
@@ -178,14 +195,18 @@ def probe(path: str, timeout_s: float | None = None) -> VideoInfo:
     if width <= 0 or height <= 0:
         raise ProbeError(schema.BAD_METADATA, f"invalid frame size {width}x{height}")
     fps = float(rate)
-    if _header_is_trustworthy(header_frames, duration_s, fps) and not edited:
+    # An mp4/mov whose nominal and average rates differ may be variable-rate (phones): its packets tell.
+    # (Matroska and WebM headers hold no frame count: their packets are counted anyway.)
+    suspect = container_name.startswith("mov") and any(abs(float(r) / float(rate) - 1) > 0.01 for r in rates[1:])
+    variable = False
+    if _header_is_trustworthy(header_frames, duration_s, fps) and not edited and not suspect:
         num_frames, source = header_frames, "header"
     else:
         try:
             count = _count_frames(path, display.stream_index, deadline)
         except DecodeTimeout as exc:
             raise ProbeError(schema.TIMED_OUT, f"gave up after {timeout_s:g} s counting frames (--video-timeout-s)") from exc
-        num_frames, source = count.frames, "counted"
+        num_frames, source, variable = count.frames, "counted", count.variable
         fps = float(_rate_of_packets(rates, count.frame_s) or rate)
         duration_s = count.span_s or num_frames / fps
     if duration_s <= 0:
@@ -203,6 +224,7 @@ def probe(path: str, timeout_s: float | None = None) -> VideoInfo:
         pixel_format=pixel_format,
         audio_codec=audio_codec,
         display=display,
+        variable_frame_rate=variable,
     )
 
 

@@ -59,6 +59,21 @@ def sample_indices(start: int, end: int, count: int) -> list[int]:
     return [int(i) for i in np.linspace(start, end, count).round()]
 
 
+def sample_by_time(frame_times: list[float], start: int, end: int, count: int) -> list[int]:
+    """``count`` of the frames ``start`` .. ``end`` spread evenly in time (``frame_times``: each frame's),
+    both ends included: the frame nearest each of ``count`` even instants, each frame once. With evenly
+    spaced frames, the same as :func:`sample_indices`."""
+    times = np.asarray(frame_times[start : end + 1], dtype=np.float64)
+    chosen: list[int] = []
+    for instant in np.linspace(times[0], times[-1], count):
+        nearest = int(np.abs(times - instant).argmin())
+        # Where frames are sparse two instants can share one: take the next unused frame.
+        while chosen and nearest <= chosen[-1] - start and nearest < len(times) - 1:
+            nearest += 1
+        chosen.append(start + nearest)
+    return chosen
+
+
 @dataclass(frozen=True)
 class PatchSpec:
     """How a Qwen-VL vision tower cuts a video: square patches of ``patch_size``
