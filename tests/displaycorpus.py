@@ -42,9 +42,11 @@ class Case:
 _H264 = ("-c:v", "libx264", "-pix_fmt", "yuv420p")
 CASES = [
     *(Case(f"rot{r}_h264_mp4", ".mp4", _H264, then=("-metadata:s:v:0", f"rotate={r}")) for r in (90, 180, 270)),
-    Case("rot90_hevc_mov", ".mov", ("-c:v", "libx265", "-tag:v", "hvc1", "-pix_fmt", "yuv420p", "-x265-params", "log-level=error"),
-         then=("-metadata:s:v:0", "rotate=90")),
-    Case("rot270_prores_mov", ".mov", ("-c:v", "prores_ks", "-profile:v", "2"), then=("-metadata:s:v:0", "rotate=270")),
+    # iPhone-style HEVC in .mov, and ProRes from an editor.
+    *(Case(f"rot{r}_hevc_mov", ".mov", ("-c:v", "libx265", "-tag:v", "hvc1", "-pix_fmt", "yuv420p", "-x265-params", "log-level=error"),
+           then=("-metadata:s:v:0", f"rotate={r}")) for r in (90, 180, 270)),
+    *(Case(f"rot{r}_prores_mov", ".mov", ("-c:v", "prores_ks", "-profile:v", "2"), then=("-metadata:s:v:0", f"rotate={r}"))
+      for r in (90, 180, 270)),
     Case("sar_64_45_mpeg2", ".mpg", ("-c:v", "mpeg2video", "-q:v", "2", "-pix_fmt", "yuv420p"), size=(720, 576),
          rate=25, pattern_filters="setsar=64/45"),
     Case("sar_16_15_h264", ".mp4", _H264, size=(720, 576), rate=25, pattern_filters="setsar=16/15"),

@@ -252,3 +252,38 @@ def test_a_variable_frame_rate_video_keeps_its_time(corpus_run, name, tmp_path):
         sampled = held[np.asarray(window["sampled_frame_indices"])]
         gaps = np.diff(sampled)
         assert gaps.max() <= 1.6 * gaps.min() + 0.2, f"clip {index}: sampled at {sampled.round(2).tolist()}"  # even in time
+
+
+@pytest.fixture(scope="module")
+def whole_vfr_run(corpus_run) -> tuple[Path, pd.DataFrame]:
+    """The variable-rate files as one clip each (the default 10 s clips): an H.264 file that is its own clip is
+    copied, packet for packet."""
+    folder, _, _ = corpus_run
+    videos = folder / "vfr-only"
+    videos.mkdir()
+    for name in VFR_CASES:
+        (videos / _case_path(folder, name).name).symlink_to(_case_path(folder, name))
+    out = folder / "out-whole"
+    result = subprocess.run([sys.executable, "-m", "daskcap.cli", "run", str(videos), str(out), "--quiet", "--no-report"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, pd.read_parquet(out / "windows")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("name", VFR_CASES)
+def test_a_whole_variable_rate_video_as_one_clip_keeps_its_time(corpus_run, whole_vfr_run, name):
+    folder, _, _ = corpus_run
+    out, windows = whole_vfr_run
+    path = folder / "vfr-only" / _case_path(folder, name).name
+    rows = windows[windows["video_path"] == str(path)]
+    assert (rows["status"] == "ok").all() and rows["error"].isna().all(), rows["error"].tolist()
+    assert rows["end_frame"].max() + 1 == 140
+    times = _frame_times(_case_path(folder, name))
+    assert np.allclose(_frame_times(out / "clips" / f"{rows['clip_id'].iloc[0]}.mp4"), times, atol=0.002)
+    for window in rows.itertuples():  # each window's own mp4 plays its frames at their times
+        piece = out / f"window-{window.window_index}.mp4"
+        piece.write_bytes(window.window_mp4)
+        held = times[window.start_frame : window.end_frame + 1]
+        assert np.allclose(_frame_times(piece), held - held[0], atol=0.002), window.window_index
