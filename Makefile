@@ -39,20 +39,21 @@ demo: samples tiny-models
 		--captioning-model $(TINY_MODELS)/vlm --enhance-model $(TINY_MODELS)/lm --max-output-tokens 64
 	@echo "demo output: $(abspath $(DEMO_OUT))"
 
-# Debian's chromium and chromedriver for the report's browser tests.
-browser:
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
-	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
-	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
-	else echo "warning: cannot install chromium (not root, no sudo): the browser tests will be skipped"; fi
+# Debian packages the tests use, installed when their commands are missing:
+# $(call debian,COMMANDS,PACKAGES,WHAT IS SKIPPED WITHOUT THEM).
+debian = @if (for c in $(1); do command -v $$c >/dev/null || exit 1; done); then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
+	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
+	else echo "warning: cannot install $(2) (not root, no sudo): $(3) will be skipped"; fi
 
-# Debian's ffmpeg CLI: the display tests write their videos with it, the way other tools write
-# them, and take its decode as what a player shows (daskcap itself uses PyAV's bundled FFmpeg).
+# Chromium and chromedriver for the report's browser tests.
+browser:
+	$(call debian,chromium chromedriver,chromium chromium-driver,the browser tests)
+
+# ffmpeg's CLI: the display tests write their videos with it, the way other tools write them, and
+# take its decode as what a player shows (daskcap itself uses PyAV's bundled FFmpeg).
 ffmpeg:
-	@if command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null; then :; \
-	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
-	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
-	else echo "warning: cannot install ffmpeg (not root, no sudo): the display tests will be skipped"; fi
+	$(call debian,ffmpeg ffprobe,ffmpeg,the display tests)
 
 # The tiny models are built before pytest starts: training takes minutes, longer
 # than one test's timeout, and the suite then finds them cached.
