@@ -86,16 +86,24 @@ class Display:
         sar = context.sample_aspect_ratio or stream.sample_aspect_ratio
         sar = Fraction(sar) if sar and sar > 0 else Fraction(1)
         hd = height >= 720 or width >= 1280  # the players' rule for untagged video
-        matrix = _MATRICES.get(int(frame.colorspace or context.colorspace or 0), "bt709" if hd else "bt601")
-        full = frame.format.name.startswith("yuvj") or _RANGES.get(int(frame.color_range or context.color_range or 0)) == "full"
+
+        def tag(names: dict, attribute: str, default: str) -> str:
+            # The frame's tag, else the stream's; "unspecified" (2, or 0 for the range) is no tag.
+            for source in (frame, context):
+                name = names.get(int(getattr(source, attribute, 0) or 0))
+                if name is not None:
+                    return name
+            return default
+
+        full = frame.format.name.startswith("yuvj") or tag(_RANGES, "color_range", "limited") == "full"
         return cls(
             width=width, height=height, stream_index=stream.index,
-            rotation=int(frame.rotation or 0) % 360,
+            rotation=round(float(frame.rotation or 0) / 90) * 90 % 360,  # players turn by quarter turns
             sample_aspect_ratio=sar,
-            color_space=matrix,
+            color_space=tag(_MATRICES, "colorspace", "bt709" if hd else "bt601"),
             color_range="full" if full else "limited",
-            color_transfer=_TRANSFERS.get(int(frame.color_trc or context.color_trc or 0), "bt709"),
-            color_primaries=_PRIMARIES.get(int(frame.color_primaries or context.color_primaries or 0), "bt709" if hd else "bt601"),
+            color_transfer=tag(_TRANSFERS, "color_trc", "bt709"),
+            color_primaries=tag(_PRIMARIES, "color_primaries", "bt709" if hd else "bt601"),
             field_order=_field_order(context, frame),
         )
 
