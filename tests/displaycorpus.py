@@ -36,7 +36,8 @@ class Case:
     # How players read what ffmpeg's CLI does not: untagged HD is BT.709 to players (mpv, browsers,
     # VLC), while ffmpeg 5.1's scaler assumes BT.601 for anything untagged.
     shown_as: str = ""
-    variable_rate: bool = False  # 4 s at 5 fps, then 4 s at 30 fps (the pattern twice, concatenated)
+    # Frames unevenly spaced: by ``pattern_filters`` (setpts), else 4 s at 5 fps then 4 s at 30 fps (the pattern twice).
+    variable_rate: bool = False
 
 
 _H264 = ("-c:v", "libx264", "-pix_fmt", "yuv420p")
@@ -50,6 +51,9 @@ CASES = [
     Case("sar_64_45_mpeg2", ".mpg", ("-c:v", "mpeg2video", "-q:v", "2", "-pix_fmt", "yuv420p"), size=(720, 576),
          rate=25, pattern_filters="setsar=64/45"),
     Case("sar_16_15_h264", ".mp4", _H264, size=(720, 576), rate=25, pattern_filters="setsar=16/15"),
+    # The pixel aspect only in the container (mp4 'pasp', as a remux with -aspect writes it): players take it.
+    Case("sar_container_only_mp4", ".mp4", _H264, size=(640, 360), then=("-aspect", "4:3")),
+    Case("rot90_sar_container_mp4", ".mp4", _H264, size=(640, 360), then=("-aspect", "4:3", "-metadata:s:v:0", "rotate=90")),
     Case("cover_png_mkv", ".mkv", _H264, before="png"),
     Case("thumbnail_mjpeg_mp4", ".mp4", _H264, before="mjpeg"),
     Case("bt709_limited", ".mp4", ("-c:v", "libx264", "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
@@ -68,6 +72,9 @@ CASES = [
     # Variable frame rate as screen recorders and phones write it: each frame keeps its own time.
     Case("vfr_mp4", ".mp4", (*_H264, "-fps_mode", "vfr", "-enc_time_base", "1:90000"), seconds=4.0, variable_rate=True),
     Case("vfr_mkv", ".mkv", (*_H264, "-fps_mode", "vfr", "-enc_time_base", "1:90000"), seconds=4.0, variable_rate=True),
+    # A pause: 25 fps with the clock jumping a second after frame 25 (a paused screen recording).
+    Case("vfr_pause_mkv", ".mkv", (*_H264, "-fps_mode", "vfr"), rate=25, seconds=3.0,
+         pattern_filters="setpts='(N/25+if(gte(N,25),1,0))/TB'", variable_rate=True),
     Case("interlaced_h264", ".mp4", ("-c:v", "libx264", "-flags", "+ilme+ildct", "-x264-params", "tff=1", "-pix_fmt", "yuv420p"),
          size=(720, 576), rate=50, pattern_filters="tinterlace=mode=interleave_top,setfield=tff"),
 ]
@@ -78,7 +85,7 @@ def _ffmpeg(*args: str) -> None:
 
 
 def _pattern(case: Case, rate: int | None = None, tag: str = "") -> str:
-    if case.variable_rate and rate is None:
+    if case.variable_rate and rate is None and not case.pattern_filters:
         return f"{_pattern(case, 5, 'a')}[slow];{_pattern(case, 30, 'b')}[fast];[slow][fast]concat=n=2:v=1:a=0"
     rate = rate or case.rate
     width, height = case.size

@@ -208,6 +208,11 @@ def test_interlaced_sources_reach_the_model_deinterlaced(corpus_run, name):
     deinterlaced = _ffmpeg_frame(path, index, f"bwdif=mode=send_frame,scale={size}:flags=bicubic", "bwdif")
     assert _combing(woven) > 2 * _combing(deinterlaced)  # the source does comb, and ffmpeg's bwdif removes it
     assert _combing(frames[k]) <= 1.25 * _combing(deinterlaced), (_combing(frames[k]), _combing(deinterlaced), _combing(woven))
+    # The clip mp4 too (a whole H.264 file is re-encoded deinterlaced, not copied with its fields).
+    clip = folder / "out" / "clips" / f"{window['clip_id']}.mp4"
+    assert dc.ffprobe_stream(clip).get("field_order") in (None, "progressive")
+    shown = _ffmpeg_frame(clip, index, f"scale={size}:flags=bicubic", "clip")
+    assert _combing(shown) <= 1.25 * _combing(deinterlaced)
 
 
 def _ffmpeg_frame(path: Path, index: int, filters: str, tag: str) -> np.ndarray:
@@ -235,12 +240,12 @@ def test_a_variable_frame_rate_video_keeps_its_time(corpus_run, name, tmp_path):
     path = _case_path(folder, name)
     times = _frame_times(path)
     video = videos.loc[str(path)]
-    assert bool(video["variable_frame_rate"]) and video["num_frames"] == len(times) == 140
+    assert bool(video["variable_frame_rate"]) and video["num_frames"] == len(times)
     clips = windows[windows["video_path"] == str(path)].groupby("clip_index")
-    assert clips.ngroups == 3
+    assert clips.ngroups == video["num_clips"] >= 1
     for index, rows in clips:
         start_s, end_s = rows["clip_start_s"].iloc[0], rows["clip_end_s"].iloc[0]
-        last = index == clips.ngroups - 1
+        last = end_s >= video["duration_s"] - 0.001  # runs to the end of the stream
         held = times[(times >= start_s - 0.002) & ((times < end_s - 0.002) | last)]
         assert (rows["status"] == "ok").all() and rows["error"].isna().all(), rows["error"].tolist()  # no false warning
         assert rows["end_frame"].max() + 1 == len(held), f"clip {index}: {rows['end_frame'].max() + 1} frames, its span holds {len(held)}"
@@ -248,10 +253,11 @@ def test_a_variable_frame_rate_video_keeps_its_time(corpus_run, name, tmp_path):
         shown = _frame_times(clip)
         assert len(shown) == len(held)
         assert np.allclose(shown, held - held[0], atol=0.002)  # each frame at its own time: VFR stays VFR
-        window = rows.iloc[0]
-        sampled = held[np.asarray(window["sampled_frame_indices"])]
-        gaps = np.diff(sampled)
-        assert gaps.max() <= 1.6 * gaps.min() + 0.2, f"clip {index}: sampled at {sampled.round(2).tolist()}"  # even in time
+        for window in rows.itertuples():  # the model's frames: the nearest to instants even in time
+            own = held[window.start_frame : window.end_frame + 1]
+            sampled = held[np.asarray(window.sampled_frame_indices)]
+            for instant, chosen in zip(np.linspace(own[0], own[-1], len(sampled)), sampled):
+                assert abs(chosen - instant) <= np.abs(own - instant).min() + 0.002, f"clip {index}: sampled at {sampled.round(2)}"
 
 
 @pytest.fixture(scope="module")
@@ -279,8 +285,8 @@ def test_a_whole_variable_rate_video_as_one_clip_keeps_its_time(corpus_run, whol
     path = folder / "vfr-only" / _case_path(folder, name).name
     rows = windows[windows["video_path"] == str(path)]
     assert (rows["status"] == "ok").all() and rows["error"].isna().all(), rows["error"].tolist()
-    assert rows["end_frame"].max() + 1 == 140
     times = _frame_times(_case_path(folder, name))
+    assert rows["end_frame"].max() + 1 == len(times)
     assert np.allclose(_frame_times(out / "clips" / f"{rows['clip_id'].iloc[0]}.mp4"), times, atol=0.002)
     for window in rows.itertuples():  # each window's own mp4 plays its frames at their times
         piece = out / f"window-{window.window_index}.mp4"

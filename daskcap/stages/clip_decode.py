@@ -155,9 +155,12 @@ class CopyRefused(Exception):
 
 
 def _copyable(clip, stream: av.video.stream.VideoStream) -> bool:
-    """The clip is its whole source, in the H.264 4:2:0 daskcap writes (known before any packet is read)."""
+    """The clip is its whole source, in the H.264 4:2:0 daskcap writes (known before any packet is read), and
+    the bitstream says all a player needs: a pixel aspect only the container holds (mp4 'pasp', Matroska's
+    display size) would be lost in a copy."""
     whole = int(clip.source_start_frame) == 0 and bool(clip.reaches_end)
-    return whole and StreamCopy.accepts(stream)
+    coded = stream.codec_context.sample_aspect_ratio or 1
+    return whole and StreamCopy.accepts(stream) and (stream.sample_aspect_ratio or 1) == coded
 
 
 def decode_clip(
@@ -201,8 +204,8 @@ def decode_clip(
             shaper = FrameShaper(display, stream, display.deinterlaces(params.deinterlace))
             for position, frame in enumerate(_shaped(frames, shaper)):
                 if position == 0:
-                    if copy is not None and (not copy.usable or display.rotation or frame.format.name != "yuv420p"):
-                        copy.stop()  # a rotated source is turned upright: encode it
+                    if copy is not None and (not copy.usable or shaper.active or frame.format.name != "yuv420p"):
+                        copy.stop()  # a rotated source is turned upright, an interlaced one deinterlaced: encode it
                         copy = None
                     # A clip made of one window is its own mp4; a copied clip needs no encoding.
                     whole = params.clip_mp4 and copy is None and not (len(windows) == 1 and pieces) and not own_clip_encoder

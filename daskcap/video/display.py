@@ -83,7 +83,8 @@ class Display:
     def of(cls, stream: av.video.stream.VideoStream, frame: av.VideoFrame) -> Display:
         context = stream.codec_context
         width, height = context.width or frame.width, context.height or frame.height
-        sar = context.sample_aspect_ratio or stream.sample_aspect_ratio
+        # FFmpeg's guess, as players decide: the container's (mp4 pasp, Matroska display size) over the bitstream's.
+        sar = stream.sample_aspect_ratio or context.sample_aspect_ratio
         sar = Fraction(sar) if sar and sar > 0 else Fraction(1)
         hd = height >= 720 or width >= 1280  # the players' rule for untagged video
 

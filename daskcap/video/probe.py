@@ -94,15 +94,16 @@ def _count_frames(path: str, stream_index: int, deadline: float | None) -> _Coun
 
 
 def _uneven(stamps: list[int]) -> bool:
-    """Whether presentation times are unevenly spaced: the wide gaps (90th percentile) over 1.5 times the
-    narrow ones (10th), so timestamp rounding (Matroska's milliseconds) does not count."""
-    if len(stamps) < 8:
+    """Whether presentation times are unevenly spaced: the rate changes (the wide gaps, 90th percentile, over
+    1.5 times the narrow ones, 10th) or the frames pause (a gap over 1.5 times the usual one). Timestamp
+    rounding (Matroska's milliseconds: 33 and 34 ms at 29.97 fps) counts as even."""
+    if len(stamps) < 4:
         return False
     gaps = np.diff(np.unique(np.asarray(stamps, dtype=np.int64)))
-    if len(gaps) < 4:
+    if len(gaps) < 3:
         return False
-    narrow, wide = np.percentile(gaps, [10, 90])
-    return bool(narrow > 0 and wide > 1.5 * narrow)
+    narrow, usual, wide = np.percentile(gaps, [10, 50, 90])
+    return bool(narrow > 0 and (wide > 1.5 * narrow or gaps.max() > 1.5 * usual))
 
 
 def stream_duration_s(stream: av.video.stream.VideoStream) -> float:
