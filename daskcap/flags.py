@@ -158,6 +158,8 @@ FLAGS: tuple[Flag, ...] = (
     # cluster
     Flag("scheduler", "address of an existing Dask scheduler (default: $DASK_SCHEDULER_ADDRESS, else an embedded cluster)", default=os.environ.get("DASK_SCHEDULER_ADDRESS"), group="cluster"),
     Flag("n-workers", "worker processes of the embedded cluster (default: one per core)", ((ClusterOptions, "n_workers"),), type=int, group="cluster"),
+    Flag("listen-host", "address the embedded cluster's scheduler and workers listen on; anything but loopback lets whoever reaches it run code here (a warning says so)", ((ClusterOptions, "listen_host"),), group="cluster"),
+    Flag("dashboard-address", "HOST:PORT of the embedded cluster's dashboard (default: LISTEN_HOST, any port)", ((ClusterOptions, "dashboard_address"),), group="cluster"),
     Flag("windows-per-partition", "caption windows per task; bounds memory per task", ((ClusterOptions, "windows_per_partition"),), type=int, group="cluster"),
     Flag("videos-per-shard", "videos probed and planned together; the client keeps only each shard's counts (a resume keeps the first run's shards)", ((ClusterOptions, "videos_per_shard"),), type=int, group="cluster"),
     # display

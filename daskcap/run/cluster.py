@@ -13,12 +13,11 @@ from distributed import Client, Scheduler, SpecCluster
 
 from daskcap.engines.base import visible_gpus
 from daskcap.engines.host import ENGINE_TASK_SLOTS
-from daskcap.run.job import ClusterOptions
+from daskcap.run.job import ClusterOptions, is_loopback
 from daskcap.run.worker_process import WorkerProcess
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"  # where the embedded cluster listens
 ENGINE_RESOURCE = "GPU"  # what engine workers advertise; model tasks ask for a share of one
 
 # Packages whose versions must agree between this client and every worker:
@@ -61,16 +60,33 @@ def engine_worker_options(index: int, engine_workers: int, gpus: list[str]) -> d
     return options
 
 
+def warn_if_open(host: str, dashboard_address: str) -> None:
+    """A warning for each embedded-cluster listener opened beyond loopback (it has no TLS)."""
+    dashboard_host = dashboard_address.rpartition(":")[0]
+    for what, where in (("scheduler and workers listen", host), ("dashboard listens", dashboard_host)):
+        if not is_loopback(where):
+            log.warning(
+                "the embedded cluster's %s on %s without TLS: anyone who reaches that address can run code "
+                "on this machine (the dashboard shows the job); keep it on 127.0.0.1 unless the network is yours",
+                what, where or "every interface",
+            )
+
+
 @contextlib.contextmanager
 def embedded_cluster(options: ClusterOptions, needs_engines: bool) -> Iterator[SpecCluster]:
     """A cluster on this machine: the scheduler in this process, CPU workers, plus engine workers when models run.
 
     Every worker is a process of its own (``worker_process``), not a multiprocessing child
     of this one, so the user's ``__main__`` is never imported there. Everything listens on
-    loopback only: a scheduler port runs whatever code it is sent.
+    loopback only unless ``options.listen_host`` / ``options.dashboard_address`` say otherwise:
+    a scheduler port runs whatever code it is sent. ``dashboard_address`` is the scheduler's
+    dashboard; the workers' own dashboards listen on ``listen_host``, any port.
     """
     n_workers = options.n_workers or os.cpu_count() or 1
-    local = {"host": LOOPBACK, "dashboard_address": f"{LOOPBACK}:0", "silence_logs": logging.ERROR}
+    host = options.listen_host
+    dashboard = options.dashboard_address or f"{host}:0"
+    warn_if_open(host, dashboard)
+    local = {"host": host, "dashboard_address": f"{host}:0", "silence_logs": logging.ERROR}
     workers = {f"cpu-{i}": {"cls": WorkerProcess, "options": {**local, "nthreads": 1}} for i in range(n_workers)}
     if needs_engines:
         gpus = visible_gpus()
@@ -78,7 +94,7 @@ def embedded_cluster(options: ClusterOptions, needs_engines: bool) -> Iterator[S
         for i in range(engine_workers):
             workers[f"engine-{i}"] = {"cls": WorkerProcess, "options": {**local, **engine_worker_options(i, engine_workers, gpus)}}
     with SpecCluster(
-        scheduler={"cls": Scheduler, "options": {"host": LOOPBACK, "dashboard_address": f"{LOOPBACK}:0"}},
+        scheduler={"cls": Scheduler, "options": {"host": host, "dashboard_address": dashboard}},
         workers=workers,
         silence_logs=logging.ERROR,
         name="daskcap",
