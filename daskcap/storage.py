@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import posixpath
 import json
 import re
 import uuid
@@ -20,6 +21,44 @@ def output_fs(output_path: str) -> tuple[AbstractFileSystem, str]:
 
 
 _TEMPORARY = ".tmp-"  # a file being written; renamed into place when whole
+
+
+def resolve_dots(path: str) -> str:
+    """``path`` with its ``.`` and ``..`` segments resolved, never above its root (as a URL's
+    path is: ``/../x`` is ``/x``); other segments, empty ones too, kept as they are."""
+    kept: list[str] = []
+    segments = path.split("/")
+    for segment in segments:
+        if segment == "..":
+            if len(kept) > 1 or (kept and kept[0] != ""):
+                kept.pop()
+        elif segment != ".":
+            kept.append(segment)
+    return "/".join(kept) if kept != [""] else "/"
+
+
+def normalise_video_path(path: str) -> str:
+    """An input path as daskcap opens and names it: local and ``file://`` paths normalised,
+    a URL's path without ``..`` above its bucket or host."""
+    scheme, sep, rest = path.partition("://")
+    if not sep:
+        return posixpath.normpath(path) if path else path
+    if scheme == "file":
+        return f"file://{posixpath.normpath(rest) if rest else rest}"
+    host, slash, key = rest.partition("/")
+    return f"{scheme}://{host}{slash}{resolve_dots(key).lstrip('/') if slash else ''}"
+
+
+class OutsideOutput(ValueError):
+    """A name that would put a file outside the output."""
+
+
+def under_root(root: str, relpath: str) -> str:
+    """``root/relpath``, checked to stay under ``root``: every file daskcap writes is named so."""
+    path = f"{root.rstrip('/')}/{relpath}"
+    if relpath.startswith("/") or any(segment in ("..", ".") for segment in relpath.split("/")) or "\0" in relpath:
+        raise OutsideOutput(f"refusing to write {path!r}: the name {relpath!r} leaves the output {root}")
+    return path
 
 
 def parquet_parts(fs: AbstractFileSystem, folder: str) -> list[str]:
