@@ -89,11 +89,49 @@ def atomic_write_json(fs: AbstractFileSystem, path: str, payload: Any) -> None:
     atomic_write_bytes(fs, path, (json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n").encode())
 
 
+def _comparable(path: str, *, glob: bool = False) -> tuple[str, str]:
+    """(protocol, absolute path) to compare an input with an output; a glob by the folder it searches."""
+    import os
+
+    scheme, sep, rest = path.partition("://")
+    if glob and any(ch in path for ch in "*?["):
+        head = re.split(r"[*?\[]", path, maxsplit=1)[0]
+        path = head.rsplit("/", 1)[0] or "/"
+        scheme, sep, rest = path.partition("://")
+    if not sep or scheme == "file":
+        return "file", os.path.realpath(rest if sep else path)
+    return scheme, resolve_dots("/" + rest).rstrip("/")
+
+
+def overlap_problem(input_path: str, output_path: str) -> str | None:
+    """An output that is the input, lies inside it or holds it, as one line; None when apart.
+
+    Either way round, a run would list its own outputs as inputs, and --overwrite could
+    remove inputs, so daskcap refuses before any work."""
+    (in_scheme, source), (out_scheme, target) = _comparable(input_path, glob=True), _comparable(output_path)
+    if in_scheme != out_scheme:
+        return None
+    if source == target:
+        relation = "is the input"
+    elif target.startswith(source.rstrip("/") + "/"):
+        relation = "is inside the input"
+    elif source.startswith(target.rstrip("/") + "/"):
+        relation = "holds the input"
+    else:
+        return None
+    return (f"output {output_path} {relation} {input_path}: a run would read its own outputs as videos and --overwrite "
+            "could remove inputs; choose an output outside the input")
+
+
 def path_problems(input_path: str, output_path: str) -> list[str]:
-    """Input that does not exist, output that cannot be written: one line each, found before any work."""
+    """Input that does not exist, output that cannot be written or overlaps the input: one line
+    each, found before any work."""
     import os
 
     problems = []
+    overlap = overlap_problem(input_path, output_path)
+    if overlap:
+        problems.append(overlap)
     try:
         fs, path = url_to_fs(input_path)
         if not (fs.exists(path) or (any(ch in path for ch in "*?[") and fs.glob(path))):

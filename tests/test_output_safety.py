@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +64,75 @@ def test_names_from_video_paths_stay_under_the_output():
     for name in ("../x.json", "/etc/x", "a/../../b", "./a"):
         with pytest.raises(OutsideOutput):
             under_root("/out", name)
+
+
+# --- ownership ----------------------------------------------------------------------------------
+
+
+def _daskcap(*args: str, timeout: float = 200) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "daskcap.cli", "run", *args, "--quiet", "--n-workers", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def videos(tmp_path, samples) -> Path:
+    """A folder of videos with a user's own clips/ and report/ in it."""
+    folder = tmp_path / "videos"
+    for sub in ("clips", "report"):
+        (folder / sub).mkdir(parents=True)
+    (folder / "bikes.mp4").write_bytes((samples / "bikes.mp4").read_bytes())
+    (folder / "clips" / "mine.mp4").write_bytes((samples / "carphone_pristine.mp4").read_bytes())
+    (folder / "report" / "index.html").write_text("my report")
+    return folder
+
+
+@pytest.mark.timeout(120)
+def test_an_output_overlapping_the_input_is_refused_before_any_work(tmp_path, videos):
+    before = {p: p.read_bytes() for p in _files(tmp_path)}
+    for input_path, output_path, relation in (
+        (videos, videos, "is the input"),
+        (videos, videos / "out", "is inside the input"),
+        (videos / "bikes.mp4", videos, "holds the input"),
+        (f"{videos}/*.mp4", videos / "clips", "is inside the input"),
+    ):
+        result = _daskcap(str(input_path), str(output_path), "--overwrite", "--upload-clips")
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and relation in lines[0] and "Traceback" not in result.stderr, result.stderr
+    assert {p: p.read_bytes() for p in _files(tmp_path)} == before  # nothing written, nothing removed
+    assert not (videos / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_overwrite_removes_only_what_daskcap_wrote(tmp_path, videos):
+    output = tmp_path / "out"
+    first = _daskcap(str(videos / "bikes.mp4"), str(output), "--upload-clips", "--write-metas")
+    assert first.returncode == 0, first.stderr
+    written = _files(output)
+    (output / "clips" / "keep.mp4").write_bytes(b"a user's clip")
+    refused = _daskcap(str(videos / "bikes.mp4"), str(output), "--overwrite", "--fixed-stride-split-duration", "3")
+    assert refused.returncode == 2 and "clips/keep.mp4" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert _files(output) == written | {output / "clips" / "keep.mp4"}  # refused before removing anything
+    (output / "clips" / "keep.mp4").unlink()
+    (output / "notes.txt").write_text("beside the output, not in daskcap's folders")
+    again = _daskcap(str(videos / "bikes.mp4"), str(output), "--overwrite", "--fixed-stride-split-duration", "3", "--no-upload-clips")
+    assert again.returncode == 0, again.stderr
+    assert (output / "notes.txt").exists() and not (output / "clips").exists()  # no clips this time: the old ones went
+    assert json.loads((output / "summary.json").read_text())["clips"]["total"] > 1
+
+
+@pytest.mark.timeout(120)
+def test_a_second_run_into_a_locked_output_is_told_who_holds_it(tmp_path, samples):
+    from daskcap.run.state import output_lock
+    from daskcap.stages.write import ClipWriterStage
+
+    output = tmp_path / "out"
+    with output_lock(ClipWriterStage(output_path=str(output))):
+        result = _daskcap(str(samples / "bikes.mp4"), str(output))
+    assert result.returncode == 2
+    assert f"being written by another daskcap run (pid {os.getpid()} on" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not any(p.name != ".daskcap-lock" for p in output.iterdir())
+    with output_lock(ClipWriterStage(output_path=str(output))):  # released with its holder
+        pass
