@@ -13,6 +13,7 @@ from daskcap.flags import CHECK_FLAGS, add_flags, build_pipeline, stage_args
 from daskcap.run.job import JobError, UsageError
 from daskcap.stages._params import ParamError
 from daskcap.stages.check import CaptionCheckStage
+from daskcap.storage import is_output_error, output_error_line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -145,14 +146,20 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         summary = pipeline.run()
+        _print_result(summary)
+        if args.report and not args.dry_run:
+            from daskcap.report import build_report
+
+            print(f"report:  {build_report(args.output)}")
     except (JobError, FileNotFoundError, ParamError, EngineError) as exc:
         print(f"daskcap: error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, (FileNotFoundError, ParamError, UsageError)) else EXIT_FAILED
-    _print_result(summary)
-    if args.report and not args.dry_run:
-        from daskcap.report import build_report
-
-        print(f"report:  {build_report(args.output)}")
+    except OSError as exc:
+        if not is_output_error(exc):
+            raise
+        # Here or on a worker: a full disk, a permission, a read-only output. A rerun with room resumes.
+        print(f"daskcap: error: {output_error_line(exc)}; a rerun resumes once that is fixed", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_FAILED if summary["failed_partitions"] else EXIT_OK
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import posixpath
 import json
@@ -20,7 +21,11 @@ def output_fs(output_path: str) -> tuple[AbstractFileSystem, str]:
     return url_to_fs(output_path)
 
 
-_TEMPORARY = ".tmp-"  # a file being written; renamed into place when whole
+# A file being written is ``.<name>.<32 hex>.tmp`` beside its final name, renamed into place
+# when whole: no reader's glob (``*.parquet``, ``*.json``) matches it, and the next run
+# removes any a failed one left (``remove_temporaries``). Earlier versions named them
+# ``.tmp-<32 hex>-<name>``; those are removed too.
+TEMPORARY_NAME = re.compile(r"\.[^/]+\.[0-9a-f]{32}\.tmp|\.tmp-[0-9a-f]{32}-[^/]+")
 
 
 def resolve_dots(path: str) -> str:
@@ -62,21 +67,62 @@ def under_root(root: str, relpath: str) -> str:
 
 
 def parquet_parts(fs: AbstractFileSystem, folder: str) -> list[str]:
-    """The Parquet files under ``folder``, sorted; none when it does not exist. Files still
-    being written (atomic_write_bytes' temporaries) are left out."""
+    """The Parquet files under ``folder``, sorted; none when it does not exist."""
     if not fs.exists(folder):
         return []
-    return sorted(p for p in fs.find(folder) if p.endswith(".parquet") and f"/{_TEMPORARY}" not in p)
+    return sorted(p for p in fs.find(folder) if p.endswith(".parquet") and not TEMPORARY_NAME.fullmatch(p.rsplit("/", 1)[-1]))
 
 
 def atomic_write_bytes(fs: AbstractFileSystem, path: str, data: bytes) -> None:
-    """Readers see either no file or the whole file, never a partial one."""
-    parent = path.rsplit("/", 1)[0]
+    """Readers see either no file or the whole file, never a partial one; a write that fails
+    (a full disk) removes its temporary before the error goes on."""
+    parent, name = path.rsplit("/", 1)
     fs.makedirs(parent, exist_ok=True)
-    temporary = f"{parent}/{_TEMPORARY}{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
-    with fs.open(temporary, "wb") as handle:
-        handle.write(data)
-    fs.mv(temporary, path)
+    temporary = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with fs.open(temporary, "wb") as handle:
+            handle.write(data)
+        fs.mv(temporary, path)
+    except BaseException as exc:
+        try:
+            if fs.exists(temporary):
+                fs.rm(temporary)
+        except OSError:
+            pass  # the next run removes it
+        if isinstance(exc, OSError) and exc.errno is not None and not exc.filename:
+            raise OSError(exc.errno, exc.strerror, path) from exc  # a write's error names no file: name it
+        raise
+
+
+# What an output that cannot take a file says: a rerun cannot do better until someone acts.
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def is_output_error(error: BaseException) -> bool:
+    """A full disk, a quota, a permission or a read-only filesystem: the job stops with one line."""
+    return isinstance(error, OSError) and error.errno in _OUTPUT_ERRNOS
+
+
+def output_error_line(error: OSError) -> str:
+    """``error`` as one line naming the path and the cause."""
+    where = error.filename or "the output"
+    return f"cannot write {where}: {error.strerror or error} ({errno.errorcode.get(error.errno, error.errno)})"
+
+
+def remove_temporaries(fs: AbstractFileSystem, root: str) -> int:
+    """Remove the temporaries a failed or killed run left under the output at ``root`` (a
+    local one: a bucket keeps no partial object); return how many. Called with the output locked."""
+    import os
+
+    if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)) or not os.path.isdir(root):
+        return 0
+    removed = 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if TEMPORARY_NAME.fullmatch(name):
+                os.remove(os.path.join(folder, name))
+                removed += 1
+    return removed
 
 
 def atomic_write_parquet(fs: AbstractFileSystem, path: str, table: pa.Table) -> None:

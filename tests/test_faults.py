@@ -82,7 +82,7 @@ def test_every_bad_input_is_a_row_and_the_good_ones_are_complete(tmp_path):
     assert sum(summary["windows"]["by_status"].values()) == len(windows)
     # Output paths come only from ids: nothing was written outside the output's own folders.
     assert {p.name for p in (tmp_path / "out").iterdir()} <= {
-        "windows", "videos", "previews", "clips", "metas", "processed_videos", "processed_clip_chunks", "summary.json", "report", "_daskcap"}
+        "windows", "videos", "previews", "clips", "metas", "processed_videos", "processed_clip_chunks", "summary.json", "report", "_daskcap", ".daskcap-lock"}
 
 
 def test_a_per_video_timeout_is_recorded(tmp_path, stamped):

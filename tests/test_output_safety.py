@@ -136,3 +136,71 @@ def test_a_second_run_into_a_locked_output_is_told_who_holds_it(tmp_path, sample
     assert not any(p.name != ".daskcap-lock" for p in output.iterdir())
     with output_lock(ClipWriterStage(output_path=str(output))):  # released with its holder
         pass
+
+
+# --- failure hygiene ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB tmpfs (mounting needs root: skipped where it is not permitted)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _readable_tables(output: Path) -> None:
+    """Every file a reader's glob finds opens, in pyarrow and in DuckDB."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    for folder in ("windows", "videos"):
+        parts = sorted((output / folder).glob("*.parquet"))
+        for part in parts:
+            pq.read_table(part)
+        if parts:
+            duckdb.sql(f"select count(*) from '{output}/{folder}/*.parquet'").fetchall()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_full_disk_ends_in_one_line_and_a_rerun_with_room_completes(small_disk, samples):
+    import duckdb
+    import pandas as pd
+
+    from daskcap.storage import TEMPORARY_NAME
+
+    filler = small_disk / "filler"
+    stats = os.statvfs(small_disk)
+    filler.write_bytes(b"\0" * (stats.f_bavail * stats.f_frsize - 96 * 1024))  # 96 KB left: less than one clip's mp4
+    output = small_disk / "out"
+    job = (str(samples / "bikes.mp4"), str(output), "--generate-previews", "--fixed-stride-split-duration", "4")
+    full = _daskcap(*job)
+    assert full.returncode == 1, full.stderr
+    lines = full.stderr.strip().splitlines()
+    # The job's own process ends in one line (the embedded worker's Dask log of the failed task may precede it).
+    assert "Traceback (most recent call last)" not in full.stderr, full.stderr
+    assert lines[-1].startswith("daskcap: error: cannot write ") and "(ENOSPC)" in lines[-1], full.stderr
+    assert str(output) in lines[-1]
+    _readable_tables(output)
+
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    read_only = _daskcap(*job)
+    assert read_only.returncode != 0 and "Traceback" not in read_only.stderr
+    assert len(read_only.stderr.strip().splitlines()) == 1 and str(output) in read_only.stderr, read_only.stderr
+    subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+
+    filler.unlink()
+    again = _daskcap(*job)
+    assert again.returncode == 0, again.stderr
+    assert not [p for p in output.rglob("*") if TEMPORARY_NAME.fullmatch(p.name)]
+    _readable_tables(output)
+    windows = pd.read_parquet(output / "windows")
+    assert len(windows) == json.loads((output / "summary.json").read_text())["windows"]["total"] > 1
+    assert not windows.duplicated(["clip_id", "window_index"]).any() and (windows["status"] == "ok").all()
+    assert duckdb.sql(f"select count(*) from '{output}/windows/*.parquet'").fetchall()[0][0] == len(windows)
+    assert duckdb.sql(f"select count(*) from '{output}/videos/*.parquet'").fetchall()[0][0] == 1

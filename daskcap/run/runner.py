@@ -29,7 +29,7 @@ from daskcap.run.state import OutputState, output_lock, prepare_output
 from daskcap.run.stream import StreamRunner
 from daskcap.run.summary import build_summary, worker_summary
 from daskcap.stages.listing import list_videos, no_videos
-from daskcap.storage import atomic_write_json, overlap_problem, redact
+from daskcap.storage import atomic_write_json, overlap_problem, redact, remove_temporaries
 
 
 @dataclass
@@ -96,6 +96,8 @@ def check(run: RunState, held: contextlib.ExitStack) -> None:
     run.config_hash = config_hash(run.config)
     held.enter_context(output_lock(job.writer))
     run.output = None if job.writer.dry_run else OutputState(job.writer.output_path)
+    if run.output is not None:
+        remove_temporaries(run.output.fs, run.output.root)  # what a failed run left; no other run writes here now
     run.previous = run.output.read_job() if run.output is not None and not run.overwrite else None
     if run.previous is not None and run.previous.get("config_hash") != run.config_hash:
         raise UsageError(

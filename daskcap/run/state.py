@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from daskcap import schema
 from daskcap.run.job import UsageError
 from daskcap.stages.write import INDEX_COLUMNS, ClipWriterStage
-from daskcap.storage import atomic_write_json, atomic_write_parquet, output_fs
+from daskcap.storage import TEMPORARY_NAME, atomic_write_json, atomic_write_parquet, output_fs
 
 STATE_DIR = "_daskcap"
 # What a run writes at the top of its output: a folder holding any of them and no
@@ -56,7 +56,7 @@ def _read_table(fs, path: str) -> pa.Table:
 # Names daskcap gives the files it writes in each of its folders (relative to OUTPUT):
 # --overwrite removes these and nothing else. ``_daskcap/`` is daskcap's own throughout.
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_TEMPORARY_NAME = r"(?:.*/)?\.tmp-[0-9a-f]{32}-[^/]+"  # storage.atomic_write_bytes' (a write cut short)
+_TEMPORARY_NAME = rf"(?:.*/)?(?:{TEMPORARY_NAME.pattern})"  # storage.atomic_write_bytes' (a write cut short)
 _OWN_FILES = re.compile("|".join((
     r"summary\.json", rf"{STATE_DIR}/.+", r"windows/part-\d+(?:-\d+)?\.parquet", r"videos/part-\d+\.parquet",
     rf"previews/{_UUID}/\d+_\d+\.webp", rf"clips/{_UUID}\.mp4", rf"metas/v0/{_UUID}\.json", r"report/index\.html",
