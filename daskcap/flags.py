@@ -93,6 +93,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("fixed-stride-min-clip-length-s", "drop tail clips shorter than this, in seconds", ((FixedStrideClipStage, "min_clip_length_s"),), type=float, group="input and clipping"),
     Flag("limit-clips", "keep at most this many clips per video; 0 keeps all", ((FixedStrideClipStage, "limit_clips"),), type=int, group="input and clipping"),
     Flag("video-extensions", "file name endings a directory is searched for (case-insensitive; space- or comma-separated); a single file, a glob or a Parquet list takes any name", ((VideoReaderStage, "video_extensions"),), default=" ".join(VIDEO_EXTENSIONS), group="input and clipping"),
+    Flag("max-frame-pixels", "refuse videos whose frames hold more pixels than this (status read_failed, found when probed, before a frame is decoded); the default admits 8K", ((VideoReaderStage, "max_frame_pixels"),), type=int, group="input and clipping"),
     Flag("video-timeout-s", "give up on a video's probe, or on one of its clips, after this many seconds (status timed_out)", ((VideoReaderStage, "timeout_s"), (_PREP, "timeout_s")), type=float, group="input and clipping"),
     # caption windows
     Flag("captioning-window-size", "frames per caption window, at the clip's own frame rate", ((_PREP, "window_size"),), type=int, group="caption windows (CaptionPreparationStage)"),

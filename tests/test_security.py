@@ -81,3 +81,74 @@ def test_the_listen_flags_reach_the_embedded_cluster(tmp_path):
     assert (default.listen_host, default.dashboard_address) == ("127.0.0.1", None)
     opened = build_pipeline(_run_args(tmp_path, "--listen-host", "0.0.0.0", "--dashboard-address", "127.0.0.1:8790")).cluster
     assert (opened.listen_host, opened.dashboard_address) == ("0.0.0.0", "127.0.0.1:8790")
+
+
+# --- bounds -------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_every_numeric_flag_refuses_non_finite_values_before_any_work(tmp_path):
+    from test_flags import _run_args
+
+    from daskcap.flags import FLAGS, build_pipeline
+
+    numeric = [flag for flag in FLAGS if flag.type is float]
+    assert len(numeric) >= 8
+    for flag in numeric:
+        for value in ("nan", "inf", "-inf"):
+            with pytest.raises(ParamError) as refused:
+                build_pipeline(_run_args(tmp_path, f"--{flag.name}={value}", "--captioning-model", "m", "--generate-previews"))
+            assert any("finite" in problem or "must be" in problem for problem in refused.value.problems), (flag.name, value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.timeout(60)
+def test_frames_over_the_pixel_budget_are_refused_when_probed(samples):
+    from daskcap.stages.read import VideoReaderStage
+    from daskcap.video.probe import ProbeError, probe
+
+    assert VideoReaderStage(input_video_path="x").max_frame_pixels >= 7680 * 4320  # 8K is admitted by default
+    assert probe(str(samples / "bikes.mp4"), max_frame_pixels=640 * 272).width == 640
+    with pytest.raises(ProbeError) as refused:
+        probe(str(samples / "bikes.mp4"), max_frame_pixels=100_000)
+    assert refused.value.status == "read_failed" and "640x272" in str(refused.value)
+    with pytest.raises(ParamError):
+        VideoReaderStage(input_video_path="x", max_frame_pixels=0)
+
+
+@pytest.mark.timeout(60)
+def test_a_listed_file_cannot_pull_in_other_files_or_the_network(tmp_path, samples):
+    import av
+
+    from daskcap.video.probe import ProbeError, probe
+
+    segment = tmp_path / "segment.ts"
+    with av.open(str(samples / "bikes.mp4")) as source, av.open(str(segment), "w") as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        for number, packet in enumerate(source.demux(source.streams.video[0])):
+            if packet.dts is None or number > 30:
+                continue
+            packet.stream = stream
+            target.mux(packet)
+    assert probe(str(segment)).num_frames > 0  # the segment itself is a video
+    playlist = "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{}\n#EXT-X-ENDLIST\n"
+    (tmp_path / "local.m3u8").write_text(playlist.format(segment))
+    (tmp_path / "net.m3u8").write_text(playlist.format("http://127.0.0.1:9/segment.ts"))
+    (tmp_path / "list.ffconcat").write_text(f"ffconcat version 1.0\nfile '{segment}'\n")
+    for name in ("local.m3u8", "net.m3u8", "list.ffconcat"):
+        with pytest.raises(ProbeError) as refused:
+            probe(str(tmp_path / name))
+        assert refused.value.status == "read_failed", name
+
+
+@pytest.mark.timeout(30)
+def test_the_review_pages_data_survives_any_string():
+    import json
+
+    from daskcap.report import _json_for_script
+
+    hostile = ["</script><script>alert(1)</script>", "<!--<script>", "a\u2028b", "bad\udcffbytes.mp4", "&lt;x&gt;", '"\\']
+    embedded = _json_for_script({"names": hostile})
+    assert "<" not in embedded and ">" not in embedded and embedded.isascii()
+    assert json.loads(embedded) == {"names": hostile}
+    embedded.encode("utf-8")  # the page is written as UTF-8
