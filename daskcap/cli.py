@@ -1,4 +1,4 @@
-"""``daskcap run INPUT OUTPUT [flags]``, ``daskcap check``, ``daskcap report``, ``daskcap tiny-models``.
+"""``daskcap run INPUT OUTPUT [flags]``, ``daskcap check``, ``daskcap report``, ``daskcap tiny-models``, ``daskcap tls-certs``.
 
 The run's flags (named as in the reference's tutorial) are declared once, in ``daskcap/flags.py``."""
 
@@ -74,6 +74,26 @@ def _print_result(summary: dict) -> None:
         print(f"output:  {summary['output']}  (summary.json, windows/, videos/, previews/, clips/)")
 
 
+def write_tls_certs(directory: str) -> list[str]:
+    """DIR/ca.pem, cert.pem and key.pem of one cluster, from Dask's own temporary Security (the key readable by its owner only)."""
+    import os
+
+    from distributed.security import Security
+
+    security = Security.temporary()
+    os.makedirs(directory, exist_ok=True)
+    written = []
+    for name, text, mode in (("ca.pem", security.tls_ca_file, 0o644), ("cert.pem", security.tls_client_cert, 0o644),
+                             ("key.pem", security.tls_client_key, 0o600)):
+        path = os.path.join(directory, name)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.chmod(path, mode)
+        written.append(path)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="daskcap", description="Caption, preview and window videos at scale on Dask.")
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +113,15 @@ def main(argv: list[str] | None = None) -> int:
         description="Write OUTPUT/report/index.html: a self-contained page (no server, no network) with the run "
         "summary, every window's preview next to its captions, search, filters and the errors.",
     )
+    certs = subparsers.add_parser(
+        "tls-certs",
+        help="write a CA, certificate and key (DIR/ca.pem, DIR/cert.pem, DIR/key.pem) for a TLS cluster",
+        description="Write DIR/ca.pem, DIR/cert.pem and DIR/key.pem: a self-signed certificate made by Dask's "
+        "Security.temporary() (cryptography), valid a year, for the scheduler, the workers and the clients of one "
+        "cluster (dask scheduler/worker --tls-ca-file DIR/ca.pem --tls-cert DIR/cert.pem --tls-key DIR/key.pem; "
+        "daskcap run --scheduler tls://... with the same three). Whoever holds key.pem can run code on the cluster.",
+    )
+    certs.add_argument("directory", metavar="DIR")
     report.add_argument("output", metavar="OUTPUT", help="a daskcap output directory (local path or fsspec URL)")
     check = subparsers.add_parser(
         "check",
@@ -115,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         from daskcap.engines.tiny import main as tiny_main
 
         return tiny_main(args.directory)
+    if args.command == "tls-certs":
+        for path in write_tls_certs(args.directory):
+            print(path)
+        return EXIT_OK
     if args.command == "check":
         from daskcap.check_output import check_output, format_table
 

@@ -158,6 +158,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("report", "write OUTPUT/report/index.html, a page to review previews and captions", default=True, switch=True, group="output", run_only=True),
     # cluster
     Flag("scheduler", "address of an existing Dask scheduler (default: $DASK_SCHEDULER_ADDRESS, else an embedded cluster)", default=os.environ.get("DASK_SCHEDULER_ADDRESS"), group="cluster"),
+    Flag("tls-ca-file", "CA certificate of a TLS cluster (--scheduler tls://...; cluster/local.sh --tls writes DIR/tls/ca.pem)", ((ClusterOptions, "tls_ca_file"),), group="cluster"),
+    Flag("tls-cert", "this client's certificate for a TLS cluster", ((ClusterOptions, "tls_cert"),), group="cluster"),
+    Flag("tls-key", "this client's private key for a TLS cluster", ((ClusterOptions, "tls_key"),), group="cluster"),
     Flag("n-workers", "worker processes of the embedded cluster (default: one per core)", ((ClusterOptions, "n_workers"),), type=int, group="cluster"),
     Flag("listen-host", "address the embedded cluster's scheduler and workers listen on; anything but loopback lets whoever reaches it run code here (a warning says so)", ((ClusterOptions, "listen_host"),), group="cluster"),
     Flag("dashboard-address", "HOST:PORT of the embedded cluster's dashboard (default: LISTEN_HOST, any port)", ((ClusterOptions, "dashboard_address"),), group="cluster"),

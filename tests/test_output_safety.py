@@ -130,10 +130,11 @@ def test_a_second_run_into_a_locked_output_is_told_who_holds_it(tmp_path, sample
     output = tmp_path / "out"
     with output_lock(ClipWriterStage(output_path=str(output))):
         result = _daskcap(str(samples / "bikes.mp4"), str(output))
+        assert [p.name for p in output.iterdir()] == [".daskcap-lock"]  # the refused run wrote nothing
     assert result.returncode == 2
     assert f"being written by another daskcap run (pid {os.getpid()} on" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert not any(p.name != ".daskcap-lock" for p in output.iterdir())
+    assert not output.exists()  # the holder made OUTPUT and left it empty: gone with the lock
     with output_lock(ClipWriterStage(output_path=str(output))):  # released with its holder
         pass
 

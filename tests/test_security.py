@@ -152,3 +152,51 @@ def test_the_review_pages_data_survives_any_string():
     assert "<" not in embedded and ">" not in embedded and embedded.isascii()
     assert json.loads(embedded) == {"names": hostile}
     embedded.encode("utf-8")  # the page is written as UTF-8
+
+
+# --- TLS ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_tls_cluster_from_the_recipe_runs_a_job_and_refuses_clients_without_its_certificate(tmp_path, samples):
+    import json
+
+    from conftest import CLUSTER_SCRIPT, cluster_env, free_port
+    from distributed import Client
+    from distributed.security import Security
+
+    state = tmp_path / "cluster"
+    env = {**cluster_env(), "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "5s"}
+    started = subprocess.run(["bash", str(CLUSTER_SCRIPT), "start", "--cpu-workers", "1", "--engine-workers", "0", "--tls",
+                              "--port", str(free_port()), "--dir", str(state)], capture_output=True, text=True, timeout=180, env=env)
+    try:
+        assert started.returncode == 0, started.stderr
+        address = started.stdout.strip().splitlines()[-1]
+        assert address.startswith("tls://")
+        certs = state / "tls"
+        tls = ["--tls-ca-file", str(certs / "ca.pem"), "--tls-cert", str(certs / "cert.pem"), "--tls-key", str(certs / "key.pem")]
+
+        def run(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "daskcap.cli", "run", str(samples / "bikes.mp4"), *args, "--quiet"],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+
+        job = run(str(tmp_path / "out"), "--scheduler", address, *tls)
+        assert job.returncode == 0, job.stderr
+        assert json.loads((tmp_path / "out" / "summary.json").read_text())["windows"]["total"] == 1
+
+        for args, says in (
+            (("--scheduler", address), "speaks TLS: pass --tls-ca-file"),
+            (("--scheduler", address.replace("tls://", "tcp://")), "a TLS cluster (cluster/local.sh --tls) takes a tls:// address"),
+        ):
+            refused = run(str(tmp_path / "refused"), *args)
+            assert refused.returncode == 2, refused.stderr
+            lines = refused.stderr.strip().splitlines()
+            assert len(lines) == 1 and says in lines[0], refused.stderr
+        assert not (tmp_path / "refused" / "summary.json").exists()
+
+        # A client with a certificate of its own (another CA) is refused by the scheduler.
+        with pytest.raises(OSError):
+            Client(address, security=Security.temporary(), timeout="5s")
+    finally:
+        subprocess.run(["bash", str(CLUSTER_SCRIPT), "stop", "--dir", str(state)], capture_output=True, timeout=60, env=env)

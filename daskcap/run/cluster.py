@@ -13,7 +13,7 @@ from distributed import Client, Scheduler, SpecCluster
 
 from daskcap.engines.base import visible_gpus
 from daskcap.engines.host import ENGINE_TASK_SLOTS
-from daskcap.run.job import ClusterOptions, is_loopback
+from daskcap.run.job import ClusterOptions, UsageError, is_loopback
 from daskcap.run.worker_process import WorkerProcess
 
 log = logging.getLogger(__name__)
@@ -106,11 +106,45 @@ def embedded_cluster(options: ClusterOptions, needs_engines: bool) -> Iterator[S
 def connect(options: ClusterOptions, needs_engines: bool = False) -> Iterator[Client]:
     """A client to ``options.scheduler``, or to a cluster started here."""
     if options.scheduler:
-        with Client(options.scheduler) as client:
+        with _client(options) as client:
             yield client
         return
     with embedded_cluster(options, needs_engines) as cluster, Client(cluster) as client:
         client.wait_for_workers(len(cluster.worker_spec))
+        yield client
+
+
+def security(options: ClusterOptions):
+    """The TLS settings for ``options.scheduler``: the --tls-* files, else Dask's own
+    configuration (``distributed.comm.tls``); a tls:// address with neither is refused."""
+    from distributed.security import Security
+
+    if options.tls_ca_file:
+        for path in (options.tls_ca_file, options.tls_cert, options.tls_key):
+            if not os.path.isfile(path):
+                raise UsageError(f"TLS file not found: {path}")
+        return Security(tls_ca_file=options.tls_ca_file, tls_client_cert=options.tls_cert, tls_client_key=options.tls_key,
+                        require_encryption=True)
+    configured = Security()
+    if options.scheduler.startswith("tls://") and not configured.tls_ca_file:
+        raise UsageError(
+            f"the scheduler {options.scheduler} speaks TLS: pass --tls-ca-file, --tls-cert and --tls-key "
+            "(cluster/local.sh --tls writes them to DIR/tls), or set Dask's distributed.comm.tls configuration"
+        )
+    return configured
+
+
+@contextlib.contextmanager
+def _client(options: ClusterOptions) -> Iterator[Client]:
+    try:
+        client = Client(options.scheduler, security=security(options))
+    except (OSError, TimeoutError) as exc:  # CommClosedError is an OSError
+        hint = ("a TLS cluster (cluster/local.sh --tls) takes a tls:// address and --tls-ca-file/--tls-cert/--tls-key; "
+                if options.scheduler.startswith("tcp://") or "://" not in options.scheduler else
+                "check that the certificates are the cluster's; ")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"cannot connect to the scheduler at {options.scheduler} ({first}): {hint}or check the address") from None
+    with client:
         yield client
 
 

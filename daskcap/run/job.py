@@ -60,6 +60,10 @@ class ClusterOptions:
     # the same host, any port). Loopback unless asked: a scheduler port runs any code it is sent.
     listen_host: str = "127.0.0.1"
     dashboard_address: str | None = None
+    # TLS to an existing cluster (``--scheduler tls://...``): the CA, this client's certificate and key.
+    tls_ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def __post_init__(self) -> None:
         checks = Checks("cluster")
@@ -70,6 +74,13 @@ class ClusterOptions:
         for name in ("n_workers", "engine_workers"):
             if getattr(self, name) is not None:
                 checks.number(name, getattr(self, name), 1, integer=True)
+        tls = {"tls_ca_file": self.tls_ca_file, "tls_cert": self.tls_cert, "tls_key": self.tls_key}
+        if any(tls.values()):
+            missing = [name for name, value in tls.items() if not value]
+            if missing:
+                checks.fail(f"TLS needs all of --tls-ca-file, --tls-cert and --tls-key; missing {', '.join(missing)}")
+            if not self.scheduler:
+                checks.fail("the --tls-* files are for an existing cluster (--scheduler tls://...); the embedded one listens on loopback")
         checks.number("windows_per_partition", self.windows_per_partition, 1, integer=True)
         checks.number("videos_per_shard", self.videos_per_shard, 1, integer=True)
         checks.done()

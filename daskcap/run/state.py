@@ -121,7 +121,8 @@ def _remove_empty_folders(fs, root: str, entries: list[str]) -> None:
 def output_lock(writer: ClipWriterStage) -> Iterator[None]:
     """Hold OUTPUT for one run: a second run into it is refused, saying which run holds it.
 
-    A local output only (an advisory ``flock`` the kernel releases when the holder dies); a
+    A local output only (an advisory ``flock`` the kernel releases when the holder dies; the
+    file is removed when the run ends, and OUTPUT too when the run made it and left it empty); a
     bucket has no lock of this kind, and two runs into one must be kept apart by their user."""
     fs, root = output_fs(writer.output_path)
     if writer.dry_run or "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
@@ -132,9 +133,11 @@ def output_lock(writer: ClipWriterStage) -> Iterator[None]:
     import socket
     import time
 
+    created = not os.path.exists(root)
     os.makedirs(root, exist_ok=True)
     path = os.path.join(root, LOCK_NAME)
     handle = open(path, "a+")
+    held = False
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -149,9 +152,16 @@ def output_lock(writer: ClipWriterStage) -> Iterator[None]:
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         handle.flush()
+        held = True
         yield
     finally:
-        handle.close()  # releases the lock; the file stays, empty of meaning until the next holder
+        if held:  # removed while still held: a run starting now makes a new one
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        handle.close()
+        if created:  # a run refused before it wrote anything leaves no folder behind
+            with contextlib.suppress(OSError):
+                os.rmdir(root)
 
 
 @dataclass
