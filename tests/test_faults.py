@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 from faultcorpus import build_corpus
 from videogen import write_stamped_video
@@ -122,11 +123,16 @@ def test_a_killed_client_resumes_to_the_same_output(long_job, tmp_path, how):
     process = subprocess.Popen(_cli(str(videos), str(output), *flags), cwd=ROOT, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for_markers(output, 3, process)
+    workers = psutil.Process(process.pid).children(recursive=True)
     if how == signal.SIGKILL:
-        os.killpg(process.pid, signal.SIGKILL)  # the client and its embedded cluster, at once
+        os.killpg(process.pid, signal.SIGKILL)  # the client, at once
     else:
         process.send_signal(signal.SIGINT)  # Ctrl-C in the client
     process.wait(timeout=60)
+    # The embedded workers (sessions of their own) close once the client is gone, and may
+    # finish a partition first: count the markers once they are gone.
+    _, alive = psutil.wait_procs(workers, timeout=60)
+    assert not alive
     done = _markers(output)
     assert 3 <= done < 20
 
