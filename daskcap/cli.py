@@ -1,4 +1,4 @@
-"""``daskcap run INPUT OUTPUT [flags]``, ``daskcap check``, ``daskcap report``, ``daskcap tiny-models``.
+"""``daskcap run INPUT OUTPUT [flags]``, ``daskcap check``, ``daskcap report``, ``daskcap tiny-models``, ``daskcap tls-certs``.
 
 The run's flags (named as in the reference's tutorial) are declared once, in ``daskcap/flags.py``."""
 
@@ -13,6 +13,7 @@ from daskcap.flags import CHECK_FLAGS, add_flags, build_pipeline, stage_args
 from daskcap.run.job import JobError, UsageError
 from daskcap.stages._params import ParamError
 from daskcap.stages.check import CaptionCheckStage
+from daskcap.storage import is_output_error, output_error_line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -73,6 +74,26 @@ def _print_result(summary: dict) -> None:
         print(f"output:  {summary['output']}  (summary.json, windows/, videos/, previews/, clips/)")
 
 
+def write_tls_certs(directory: str) -> list[str]:
+    """DIR/ca.pem, cert.pem and key.pem of one cluster, from Dask's own temporary Security (the key readable by its owner only)."""
+    import os
+
+    from distributed.security import Security
+
+    security = Security.temporary()
+    os.makedirs(directory, exist_ok=True)
+    written = []
+    for name, text, mode in (("ca.pem", security.tls_ca_file, 0o644), ("cert.pem", security.tls_client_cert, 0o644),
+                             ("key.pem", security.tls_client_key, 0o600)):
+        path = os.path.join(directory, name)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.chmod(path, mode)
+        written.append(path)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="daskcap", description="Caption, preview and window videos at scale on Dask.")
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +113,15 @@ def main(argv: list[str] | None = None) -> int:
         description="Write OUTPUT/report/index.html: a self-contained page (no server, no network) with the run "
         "summary, every window's preview next to its captions, search, filters and the errors.",
     )
+    certs = subparsers.add_parser(
+        "tls-certs",
+        help="write a CA, certificate and key (DIR/ca.pem, DIR/cert.pem, DIR/key.pem) for a TLS cluster",
+        description="Write DIR/ca.pem, DIR/cert.pem and DIR/key.pem: a self-signed certificate made by Dask's "
+        "Security.temporary() (cryptography), valid a year, for the scheduler, the workers and the clients of one "
+        "cluster (dask scheduler/worker --tls-ca-file DIR/ca.pem --tls-cert DIR/cert.pem --tls-key DIR/key.pem; "
+        "daskcap run --scheduler tls://... with the same three). Whoever holds key.pem can run code on the cluster.",
+    )
+    certs.add_argument("directory", metavar="DIR")
     report.add_argument("output", metavar="OUTPUT", help="a daskcap output directory (local path or fsspec URL)")
     check = subparsers.add_parser(
         "check",
@@ -114,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         from daskcap.engines.tiny import main as tiny_main
 
         return tiny_main(args.directory)
+    if args.command == "tls-certs":
+        for path in write_tls_certs(args.directory):
+            print(path)
+        return EXIT_OK
     if args.command == "check":
         from daskcap.check_output import check_output, format_table
 
@@ -145,14 +179,20 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         summary = pipeline.run()
+        _print_result(summary)
+        if args.report and not args.dry_run:
+            from daskcap.report import build_report
+
+            print(f"report:  {build_report(args.output)}")
     except (JobError, FileNotFoundError, ParamError, EngineError) as exc:
         print(f"daskcap: error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, (FileNotFoundError, ParamError, UsageError)) else EXIT_FAILED
-    _print_result(summary)
-    if args.report and not args.dry_run:
-        from daskcap.report import build_report
-
-        print(f"report:  {build_report(args.output)}")
+    except OSError as exc:
+        if not is_output_error(exc):
+            raise
+        # Here or on a worker: a full disk, a permission, a read-only output. A rerun with room resumes.
+        print(f"daskcap: error: {output_error_line(exc)}; a rerun resumes once that is fixed", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_FAILED if summary["failed_partitions"] else EXIT_OK
 
 

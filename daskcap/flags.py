@@ -94,6 +94,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("fixed-stride-min-clip-length-s", "drop tail clips shorter than this, in seconds", ((FixedStrideClipStage, "min_clip_length_s"),), type=float, group="input and clipping"),
     Flag("limit-clips", "keep at most this many clips per video; 0 keeps all", ((FixedStrideClipStage, "limit_clips"),), type=int, group="input and clipping"),
     Flag("video-extensions", "file name endings a directory is searched for (case-insensitive; space- or comma-separated); a single file, a glob or a Parquet list takes any name", ((VideoReaderStage, "video_extensions"),), default=" ".join(VIDEO_EXTENSIONS), group="input and clipping"),
+    Flag("max-frame-pixels", "refuse videos whose frames hold more pixels than this (status read_failed, found when probed, before a frame is decoded); the default admits 8K", ((VideoReaderStage, "max_frame_pixels"),), type=int, group="input and clipping"),
     Flag("video-timeout-s", "give up on a video's probe, or on one of its clips, after this many seconds (status timed_out)", ((VideoReaderStage, "timeout_s"), (_PREP, "timeout_s")), type=float, group="input and clipping"),
     # caption windows
     Flag("captioning-window-size", "frames per caption window, at the clip's own frame rate", ((_PREP, "window_size"),), type=int, group="caption windows (CaptionPreparationStage)"),
@@ -159,7 +160,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("report", "write OUTPUT/report/index.html, a page to review previews and captions", default=True, switch=True, group="output", run_only=True),
     # cluster
     Flag("scheduler", "address of an existing Dask scheduler (default: $DASK_SCHEDULER_ADDRESS, else an embedded cluster)", default=os.environ.get("DASK_SCHEDULER_ADDRESS"), group="cluster"),
+    Flag("tls-ca-file", "CA certificate of a TLS cluster (--scheduler tls://...; cluster/local.sh --tls writes DIR/tls/ca.pem)", ((ClusterOptions, "tls_ca_file"),), group="cluster"),
+    Flag("tls-cert", "this client's certificate for a TLS cluster", ((ClusterOptions, "tls_cert"),), group="cluster"),
+    Flag("tls-key", "this client's private key for a TLS cluster", ((ClusterOptions, "tls_key"),), group="cluster"),
     Flag("n-workers", "worker processes of the embedded cluster (default: one per core)", ((ClusterOptions, "n_workers"),), type=int, group="cluster"),
+    Flag("listen-host", "address the embedded cluster's scheduler and workers listen on; anything but loopback lets whoever reaches it run code here (a warning says so)", ((ClusterOptions, "listen_host"),), group="cluster"),
+    Flag("dashboard-address", "HOST:PORT of the embedded cluster's dashboard (default: LISTEN_HOST, any port)", ((ClusterOptions, "dashboard_address"),), group="cluster"),
     Flag("windows-per-partition", "caption windows per task; bounds memory per task", ((ClusterOptions, "windows_per_partition"),), type=int, group="cluster"),
     Flag("videos-per-shard", "videos probed and planned together; the client keeps only each shard's counts (a resume keeps the first run's shards)", ((ClusterOptions, "videos_per_shard"),), type=int, group="cluster"),
     # display

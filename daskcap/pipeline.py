@@ -46,19 +46,26 @@ class DaskExecutor:
     Dask scheduler at ``scheduler`` (an existing cluster), or, with none, an embedded
     cluster of ``n_workers`` CPU workers and ``engine_workers`` engine workers.
     ``windows_per_partition`` sizes each task (and each engine call); ``videos_per_shard``
-    the pieces the client keeps track of."""
+    the pieces the client keeps track of. An embedded cluster listens on ``listen_host``
+    (loopback unless asked), its dashboard on ``dashboard_address``."""
 
     scheduler: str | None = None
     n_workers: int | None = None
     engine_workers: int | None = None
     windows_per_partition: int = 8
     videos_per_shard: int = 1000
+    listen_host: str = "127.0.0.1"
+    dashboard_address: str | None = None
+    tls_ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def __post_init__(self) -> None:
         self.cluster_options()  # the same checks as ClusterOptions, raised here
 
     def cluster_options(self) -> ClusterOptions:
-        return ClusterOptions(self.scheduler, self.n_workers, self.engine_workers, self.windows_per_partition, self.videos_per_shard)
+        return ClusterOptions(self.scheduler, self.n_workers, self.engine_workers, self.windows_per_partition, self.videos_per_shard,
+                              self.listen_host, self.dashboard_address, self.tls_ca_file, self.tls_cert, self.tls_key)
 
 
 class Pipeline:
@@ -76,6 +83,11 @@ class Pipeline:
         engine_workers: int | None = None,
         windows_per_partition: int = 8,
         videos_per_shard: int = 1000,
+        listen_host: str = "127.0.0.1",
+        dashboard_address: str | None = None,
+        tls_ca_file: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
         overwrite: bool = False,
         retry_failed: bool = False,
         progress: bool = True,
@@ -91,7 +103,8 @@ class Pipeline:
         self.stages: list = []
         self.cluster = ClusterOptions(
             scheduler=scheduler, n_workers=n_workers, engine_workers=engine_workers, windows_per_partition=windows_per_partition,
-            videos_per_shard=videos_per_shard,
+            videos_per_shard=videos_per_shard, listen_host=listen_host, dashboard_address=dashboard_address,
+            tls_ca_file=tls_ca_file, tls_cert=tls_cert, tls_key=tls_key,
         )
         self.overwrite = overwrite
         self.retry_failed = retry_failed

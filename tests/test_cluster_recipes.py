@@ -25,6 +25,18 @@ def test_slurm_job_scripts():
     assert "DASK_DISTRIBUTED__WORKER__DAEMON=False" in gpu
 
 
+@pytest.mark.timeout(120)
+def test_slurm_job_scripts_with_tls(tmp_path):
+    pytest.importorskip("dask_jobqueue")
+    result = subprocess.run([sys.executable, str(CLUSTER / "slurm" / "daskcap_slurm.py"), "--print-scripts", "--tls", str(tmp_path / "tls")],
+                            capture_output=True, text=True, timeout=100)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "tls" / "key.pem").stat().st_mode & 0o077 == 0  # made, readable by its owner only
+    for script in result.stdout.split("# --- GPU (engine) worker job ---"):
+        assert "--protocol tls://" in script and f"--tls-ca-file {tmp_path / 'tls' / 'ca.pem'}" in script
+        assert "tls://" in script.split("worker", 1)[1]  # the scheduler's address
+
+
 def test_kubernetes_manifest_has_cpu_and_gpu_worker_groups():
     cluster, gpu_group = yaml.safe_load_all((CLUSTER / "k8s" / "daskcluster.yaml").read_text())
     assert cluster["kind"] == "DaskCluster" and gpu_group["kind"] == "DaskWorkerGroup"

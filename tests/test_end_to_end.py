@@ -106,7 +106,9 @@ def test_preview_and_clip_files(run_output):
     assert {p.stem for p in (output / "clips").glob("*.mp4")} == clip_ids
     stamped_clip = windows.loc[windows["video_path"].str.contains("stamped"), "clip_id"].iloc[0]
     assert decode_stamps(output / "clips" / f"{stamped_clip}.mp4") == list(range(900))
-    leftovers = [p for p in output.rglob("*") if p.name.startswith(".tmp-")]
+    from daskcap.storage import TEMPORARY_NAME
+
+    leftovers = [p for p in output.rglob("*") if TEMPORARY_NAME.fullmatch(p.name)]
     assert leftovers == []
 
 

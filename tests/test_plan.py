@@ -44,13 +44,18 @@ def test_an_output_that_is_not_a_daskcap_run_is_refused_then_overwritten_on_requ
 
     output = tmp_path / "out"
     (output / "windows").mkdir(parents=True)
-    (output / "windows" / "old.parquet").write_bytes(b"someone else's")
+    (output / "windows" / "part-00000-00003.parquet").write_bytes(b"an old run's")
     (output / "notes.txt").write_text("not ours")
     writer = ClipWriterStage(output_path=str(output))
     with pytest.raises(UsageError, match="already holds files \\(windows\\).*--overwrite"):
         prepare_output(writer, overwrite=False)
-    assert (output / "windows" / "old.parquet").exists()  # nothing removed without --overwrite
+    assert (output / "windows" / "part-00000-00003.parquet").exists()  # nothing removed without --overwrite
+    (output / "windows" / "old.parquet").write_bytes(b"someone else's")
+    with pytest.raises(UsageError, match="did not write \\(windows/old.parquet\\)"):
+        prepare_output(writer, overwrite=True)
+    assert (output / "windows" / "part-00000-00003.parquet").exists()  # refused before removing anything
+    (output / "windows" / "old.parquet").unlink()
     prepare_output(writer, overwrite=True)
-    assert not (output / "windows").exists() and (output / "notes.txt").read_text() == "not ours"  # only its own folders go
+    assert not (output / "windows").exists() and (output / "notes.txt").read_text() == "not ours"  # only its own files go
     prepare_output(ClipWriterStage(output_path=str(tmp_path / "dry"), dry_run=True), overwrite=False)
     assert not (tmp_path / "dry").exists()  # a dry run touches nothing

@@ -84,7 +84,9 @@ def test_videos_in_a_bucket_to_outputs_in_a_bucket(s3_env, samples, tmp_path):
         assert fs.exists(f"daskcap-test/out/clips/{window.clip_id}.mp4")
     summary = json.loads(fs.cat("daskcap-test/out/summary.json"))
     assert summary["windows"]["total"] == 2
-    assert not [path for path in fs.find("daskcap-test/out") if "/.tmp-" in path]  # no temporary leftovers
+    from daskcap.storage import TEMPORARY_NAME
+
+    assert not [path for path in fs.find("daskcap-test/out") if TEMPORARY_NAME.fullmatch(path.rsplit("/", 1)[-1])]  # no temporary leftovers
 
 
 def test_a_job_on_a_running_cluster_reads_and_writes_the_bucket(s3_env, samples, cluster):

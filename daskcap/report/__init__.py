@@ -49,8 +49,10 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 
 def _json_for_script(payload) -> str:
-    # Safe inside <script type="application/json">: no "</script>" can close it early.
-    return json.dumps(payload, ensure_ascii=False).replace("</", "<\\/")
+    # Safe inside <script type="application/json"> whatever a name or caption holds: no "<" at
+    # all (a "</script>" would close it early, a "<!--<script" keep it open past its end), and
+    # ASCII only (a name's undecodable bytes, kept as lone surrogates, could not be written as UTF-8).
+    return json.dumps(payload, ensure_ascii=True).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def build_report(output_path: str) -> str:

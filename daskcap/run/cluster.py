@@ -13,12 +13,11 @@ from distributed import Client, Scheduler, SpecCluster
 
 from daskcap.engines.base import visible_gpus
 from daskcap.engines.host import ENGINE_TASK_SLOTS
-from daskcap.run.job import ClusterOptions
+from daskcap.run.job import ClusterOptions, UsageError, is_loopback
 from daskcap.run.worker_process import WorkerProcess
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"  # where the embedded cluster listens
 ENGINE_RESOURCE = "GPU"  # what engine workers advertise; model tasks ask for a share of one
 
 # Packages whose versions must agree between this client and every worker:
@@ -61,16 +60,33 @@ def engine_worker_options(index: int, engine_workers: int, gpus: list[str]) -> d
     return options
 
 
+def warn_if_open(host: str, dashboard_address: str) -> None:
+    """A warning for each embedded-cluster listener opened beyond loopback (it has no TLS)."""
+    dashboard_host = dashboard_address.rpartition(":")[0]
+    for what, where in (("scheduler and workers listen", host), ("dashboard listens", dashboard_host)):
+        if not is_loopback(where):
+            log.warning(
+                "the embedded cluster's %s on %s without TLS: anyone who reaches that address can run code "
+                "on this machine (the dashboard shows the job); keep it on 127.0.0.1 unless the network is yours",
+                what, where or "every interface",
+            )
+
+
 @contextlib.contextmanager
 def embedded_cluster(options: ClusterOptions, needs_engines: bool) -> Iterator[SpecCluster]:
     """A cluster on this machine: the scheduler in this process, CPU workers, plus engine workers when models run.
 
     Every worker is a process of its own (``worker_process``), not a multiprocessing child
     of this one, so the user's ``__main__`` is never imported there. Everything listens on
-    loopback only: a scheduler port runs whatever code it is sent.
+    loopback only unless ``options.listen_host`` / ``options.dashboard_address`` say otherwise:
+    a scheduler port runs whatever code it is sent. ``dashboard_address`` is the scheduler's
+    dashboard; the workers' own dashboards listen on ``listen_host``, any port.
     """
     n_workers = options.n_workers or os.cpu_count() or 1
-    local = {"host": LOOPBACK, "dashboard_address": f"{LOOPBACK}:0", "silence_logs": logging.ERROR}
+    host = options.listen_host
+    dashboard = options.dashboard_address or f"{host}:0"
+    warn_if_open(host, dashboard)
+    local = {"host": host, "dashboard_address": f"{host}:0", "silence_logs": logging.ERROR}
     workers = {f"cpu-{i}": {"cls": WorkerProcess, "options": {**local, "nthreads": 1}} for i in range(n_workers)}
     if needs_engines:
         gpus = visible_gpus()
@@ -78,7 +94,7 @@ def embedded_cluster(options: ClusterOptions, needs_engines: bool) -> Iterator[S
         for i in range(engine_workers):
             workers[f"engine-{i}"] = {"cls": WorkerProcess, "options": {**local, **engine_worker_options(i, engine_workers, gpus)}}
     with SpecCluster(
-        scheduler={"cls": Scheduler, "options": {"host": LOOPBACK, "dashboard_address": f"{LOOPBACK}:0"}},
+        scheduler={"cls": Scheduler, "options": {"host": host, "dashboard_address": dashboard}},
         workers=workers,
         silence_logs=logging.ERROR,
         name="daskcap",
@@ -90,11 +106,45 @@ def embedded_cluster(options: ClusterOptions, needs_engines: bool) -> Iterator[S
 def connect(options: ClusterOptions, needs_engines: bool = False) -> Iterator[Client]:
     """A client to ``options.scheduler``, or to a cluster started here."""
     if options.scheduler:
-        with Client(options.scheduler) as client:
+        with _client(options) as client:
             yield client
         return
     with embedded_cluster(options, needs_engines) as cluster, Client(cluster) as client:
         client.wait_for_workers(len(cluster.worker_spec))
+        yield client
+
+
+def security(options: ClusterOptions):
+    """The TLS settings for ``options.scheduler``: the --tls-* files, else Dask's own
+    configuration (``distributed.comm.tls``); a tls:// address with neither is refused."""
+    from distributed.security import Security
+
+    if options.tls_ca_file:
+        for path in (options.tls_ca_file, options.tls_cert, options.tls_key):
+            if not os.path.isfile(path):
+                raise UsageError(f"TLS file not found: {path}")
+        return Security(tls_ca_file=options.tls_ca_file, tls_client_cert=options.tls_cert, tls_client_key=options.tls_key,
+                        require_encryption=True)
+    configured = Security()
+    if options.scheduler.startswith("tls://") and not configured.tls_ca_file:
+        raise UsageError(
+            f"the scheduler {options.scheduler} speaks TLS: pass --tls-ca-file, --tls-cert and --tls-key "
+            "(cluster/local.sh --tls writes them to DIR/tls), or set Dask's distributed.comm.tls configuration"
+        )
+    return configured
+
+
+@contextlib.contextmanager
+def _client(options: ClusterOptions) -> Iterator[Client]:
+    try:
+        client = Client(options.scheduler, security=security(options))
+    except (OSError, TimeoutError) as exc:  # CommClosedError is an OSError
+        hint = ("a TLS cluster (cluster/local.sh --tls) takes a tls:// address and --tls-ca-file/--tls-cert/--tls-key; "
+                if options.scheduler.startswith("tcp://") or "://" not in options.scheduler else
+                "check that the certificates are the cluster's; ")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"cannot connect to the scheduler at {options.scheduler} ({first}): {hint}or check the address") from None
+    with client:
         yield client
 
 

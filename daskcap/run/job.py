@@ -29,6 +29,24 @@ class UsageError(JobError):
     """The job was refused before any work (nothing to read, output in the way, no model)."""
 
 
+def _is_host_port(address: str) -> bool:
+    host, sep, port = address.rpartition(":")
+    return bool(sep) and port.isdigit() and int(port) < 65536 and "/" not in host and " " not in host
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, an empty one meaning every interface) is this machine's loopback."""
+    import ipaddress
+
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class ClusterOptions:
     """Where the job runs: an existing scheduler, or an embedded cluster."""
@@ -38,12 +56,31 @@ class ClusterOptions:
     engine_workers: int | None = None  # embedded engine workers; default one per GPU, else 1
     windows_per_partition: int = 8
     videos_per_shard: int = 1000  # the unit the client keeps track of; a resume keeps the first run's
+    # Where the embedded cluster's scheduler and workers listen, and its dashboards (default:
+    # the same host, any port). Loopback unless asked: a scheduler port runs any code it is sent.
+    listen_host: str = "127.0.0.1"
+    dashboard_address: str | None = None
+    # TLS to an existing cluster (``--scheduler tls://...``): the CA, this client's certificate and key.
+    tls_ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def __post_init__(self) -> None:
         checks = Checks("cluster")
+        if not self.listen_host or any(ch in self.listen_host for ch in "/ "):
+            checks.fail(f"listen_host must be a host name or address (e.g. 127.0.0.1), got {self.listen_host!r}")
+        if self.dashboard_address is not None and not _is_host_port(self.dashboard_address):
+            checks.fail(f"dashboard_address must be HOST:PORT or :PORT (e.g. 127.0.0.1:8787), got {self.dashboard_address!r}")
         for name in ("n_workers", "engine_workers"):
             if getattr(self, name) is not None:
                 checks.number(name, getattr(self, name), 1, integer=True)
+        tls = {"tls_ca_file": self.tls_ca_file, "tls_cert": self.tls_cert, "tls_key": self.tls_key}
+        if any(tls.values()):
+            missing = [name for name, value in tls.items() if not value]
+            if missing:
+                checks.fail(f"TLS needs all of --tls-ca-file, --tls-cert and --tls-key; missing {', '.join(missing)}")
+            if not self.scheduler:
+                checks.fail("the --tls-* files are for an existing cluster (--scheduler tls://...); the embedded one listens on loopback")
         checks.number("windows_per_partition", self.windows_per_partition, 1, integer=True)
         checks.number("videos_per_shard", self.videos_per_shard, 1, integer=True)
         checks.done()

@@ -25,11 +25,11 @@ from daskcap.run.cluster import check_cluster, connect, workers_by_kind
 from daskcap.run.job import ClusterOptions, Job, UsageError, check_models, config_hash, job_config
 from daskcap.run.listing import InputListing, KnownShards, Listing
 from daskcap.run.progress import Progress
-from daskcap.run.state import OutputState, prepare_output
+from daskcap.run.state import OutputState, output_lock, prepare_output
 from daskcap.run.stream import StreamRunner
 from daskcap.run.summary import build_summary, worker_summary
 from daskcap.stages.listing import list_videos, no_videos
-from daskcap.storage import atomic_write_json, redact
+from daskcap.storage import atomic_write_json, overlap_problem, redact, remove_temporaries
 
 
 @dataclass
@@ -68,28 +68,36 @@ def run_job(
     ``retry_failed`` also recomputes what failed before.
     """
     run = RunState(job, options, overwrite, retry_failed, Progress(progress))
-    check(run)
-    with connected(run) as client:
-        stats_before = client.run(worker_stats) if job.needs_engines else {}
-        try:
-            list_shards(run, client)
-            stream(run, client)
-        finally:
-            run.progress.close()
-        collect_worker_stats(run, client, stats_before)
-    return summarize(run)
+    with contextlib.ExitStack() as held:
+        check(run, held)
+        with connected(run) as client:
+            stats_before = client.run(worker_stats) if job.needs_engines else {}
+            try:
+                list_shards(run, client)
+                stream(run, client)
+            finally:
+                run.progress.close()
+            collect_worker_stats(run, client, stats_before)
+        return summarize(run)
 
 
-def check(run: RunState) -> None:
-    """Refuse the job before any work: missing models, an output holding another job,
-    --retry-failed with nothing to retry."""
+def check(run: RunState, held: contextlib.ExitStack) -> None:
+    """Refuse the job before any work: missing models, an output that overlaps the input or
+    is being written by another run (else it is locked in ``held``), an output holding
+    another job, --retry-failed with nothing to retry."""
     job = run.job
     problems = check_models(job, run.options)
+    overlap = overlap_problem(job.reader.input_video_path, job.writer.output_path)
+    if overlap:
+        problems.append(overlap)
     if problems:
         raise UsageError("\n".join(problems))
     run.config = job_config(job, run.options)
     run.config_hash = config_hash(run.config)
+    held.enter_context(output_lock(job.writer))
     run.output = None if job.writer.dry_run else OutputState(job.writer.output_path)
+    if run.output is not None:
+        remove_temporaries(run.output.fs, run.output.root)  # what a failed run left; no other run writes here now
     run.previous = run.output.read_job() if run.output is not None and not run.overwrite else None
     if run.previous is not None and run.previous.get("config_hash") != run.config_hash:
         raise UsageError(

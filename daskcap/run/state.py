@@ -18,8 +18,11 @@ worker, a killed client) is overwritten, never duplicated.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pandas as pd
@@ -29,7 +32,7 @@ import pyarrow.parquet as pq
 from daskcap import schema
 from daskcap.run.job import UsageError
 from daskcap.stages.write import INDEX_COLUMNS, ClipWriterStage
-from daskcap.storage import atomic_write_json, atomic_write_parquet, output_fs
+from daskcap.storage import TEMPORARY_NAME, atomic_write_json, atomic_write_parquet, output_fs
 
 STATE_DIR = "_daskcap"
 # What a run writes at the top of its output: a folder holding any of them and no
@@ -50,8 +53,33 @@ def _read_table(fs, path: str) -> pa.Table:
     return pq.read_table(io.BytesIO(fs.cat(path)))
 
 
+# Names daskcap gives the files it writes in each of its folders (relative to OUTPUT):
+# --overwrite removes these and nothing else. ``_daskcap/`` is daskcap's own throughout.
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_TEMPORARY_NAME = rf"(?:.*/)?(?:{TEMPORARY_NAME.pattern})"  # storage.atomic_write_bytes' (a write cut short)
+_OWN_FILES = re.compile("|".join((
+    r"summary\.json", rf"{STATE_DIR}/.+", r"windows/part-\d+(?:-\d+)?\.parquet", r"videos/part-\d+\.parquet",
+    rf"previews/{_UUID}/\d+_\d+\.webp", rf"clips/{_UUID}\.mp4", rf"metas/v0/{_UUID}\.json", r"report/index\.html",
+    r"processed_videos/.+\.json", r"processed_clip_chunks/.+_\d+\.json", _TEMPORARY_NAME,
+)))
+LOCK_NAME = ".daskcap-lock"  # beside the outputs, not in _daskcap/, which --overwrite removes
+
+
+def own_files(fs, root: str, entries: list[str]) -> tuple[list[str], list[str]]:
+    """(files daskcap names so, other files) under ``entries`` of the output at ``root``."""
+    own, other = [], []
+    for name in entries:
+        path = f"{root}/{name}"
+        for found in (fs.find(path) if fs.isdir(path) else [path]):
+            relpath = found[len(root.rstrip("/")) + 1 :]
+            (own if _OWN_FILES.fullmatch(relpath) else other).append(found)
+    return own, other
+
+
 def prepare_output(writer: ClipWriterStage, overwrite: bool) -> None:
-    """Refuse to mix a new run into files that are not a run to resume, unless told to overwrite them."""
+    """Refuse to mix a new run into files that are not a run to resume, unless told to
+    overwrite them; --overwrite removes only files named as daskcap names them, and refuses
+    when daskcap's folders hold anyone else's."""
     if writer.dry_run:
         return
     fs, root = output_fs(writer.output_path)
@@ -61,9 +89,79 @@ def prepare_output(writer: ClipWriterStage, overwrite: bool) -> None:
             f"{writer.output_path} already holds files ({', '.join(existing)}) that are not a daskcap run to resume; "
             "pass --overwrite (Pipeline(..., overwrite=True)) to replace them, or choose another output"
         )
-    for name in existing:
-        fs.rm(f"{root}/{name}", recursive=True)
+    own, other = own_files(fs, root, existing)
+    if other:
+        shown = ", ".join(path[len(root.rstrip("/")) + 1 :] for path in other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
+        raise UsageError(
+            f"{writer.output_path} holds files daskcap did not write ({shown}) in its folders; --overwrite removes only "
+            "daskcap's own files: move those away, or choose another output"
+        )
+    for path in own:
+        fs.rm(path)
+    _remove_empty_folders(fs, root, existing)
     fs.makedirs(root, exist_ok=True)
+
+
+def _remove_empty_folders(fs, root: str, entries: list[str]) -> None:
+    """The folders left empty once daskcap's files are gone (a local output's; a bucket has none)."""
+    import os
+
+    if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        return
+    for name in entries:
+        top = os.path.join(root, name)
+        if not os.path.isdir(top):
+            continue
+        for folder, _, _ in sorted(os.walk(top), key=lambda entry: -entry[0].count(os.sep)):
+            with contextlib.suppress(OSError):  # not empty: someone's folder
+                os.rmdir(folder)
+
+
+@contextlib.contextmanager
+def output_lock(writer: ClipWriterStage) -> Iterator[None]:
+    """Hold OUTPUT for one run: a second run into it is refused, saying which run holds it.
+
+    A local output only (an advisory ``flock`` the kernel releases when the holder dies; the
+    file is removed when the run ends, and OUTPUT too when the run made it and left it empty); a
+    bucket has no lock of this kind, and two runs into one must be kept apart by their user."""
+    fs, root = output_fs(writer.output_path)
+    if writer.dry_run or "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        yield
+        return
+    import fcntl
+    import os
+    import socket
+    import time
+
+    created = not os.path.exists(root)
+    os.makedirs(root, exist_ok=True)
+    path = os.path.join(root, LOCK_NAME)
+    handle = open(path, "a+")
+    held = False
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UsageError(
+                f"{writer.output_path} is being written by another daskcap run ({holder}); wait for it to end "
+                "(a rerun then resumes or finds it done), or choose another output"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+        held = True
+        yield
+    finally:
+        if held:  # removed while still held: a run starting now makes a new one
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        handle.close()
+        if created:  # a run refused before it wrote anything leaves no folder behind
+            with contextlib.suppress(OSError):
+                os.rmdir(root)
 
 
 @dataclass

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from distributed import Client, as_completed
 
+from daskcap.storage import is_output_error
 from daskcap.engines.base import EngineUnavailable
 from daskcap.engines.host import ENGINE_TASK_SLOTS
 from daskcap.run import frames
@@ -262,7 +263,7 @@ class StreamRunner:
                 self.progress.step("windows", shard.windows.get(partition, 0))
                 if future.status == "error":
                     error = future.exception()
-                    if isinstance(error, EngineUnavailable):
+                    if isinstance(error, EngineUnavailable) or is_output_error(error):
                         raise error  # every partition would fail the same way: stop the job with it
                     log.error("shard %d partition %d failed: %r", number, partition, error)
                     shard.failures.append({"partition": partition, "error": repr(error)})

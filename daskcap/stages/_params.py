@@ -6,6 +6,7 @@ so a user fixes a command line in one go.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from typing import Any
 
@@ -32,6 +33,10 @@ class Checks:
         kind = int if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, kind):
             self.fail(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
+            return False
+        if not math.isfinite(value):
+            # NaN passes every comparison below and inf every upper bound left open.
+            self.fail(f"{name} must be a finite number, got {value!r}")
             return False
         if above is not None and not value > above:
             self.fail(f"{name} must be > {above}, got {value!r}")

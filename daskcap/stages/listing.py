@@ -30,6 +30,7 @@ from fsspec.core import url_to_fs
 from daskcap import schema
 from daskcap.stages._params import ParamError
 from daskcap.stages.read import VideoReaderStage
+from daskcap.storage import normalise_video_path
 
 ROWS_PER_PIECE = 100_000  # rows of a Parquet list per piece
 FILES_PER_PIECE = 10_000  # top-level files of a directory per piece
@@ -114,7 +115,8 @@ def list_piece(piece: Piece, params: VideoReaderStage) -> pd.DataFrame:
             table = parquet.read_row_groups([i for i, _ in groups], columns=["path"]) if groups else None
         offset = groups[0][1] if groups else 0
         column = table.column("path").to_pylist()[piece.start - offset : piece.stop - offset] if table is not None else []
-        paths = [p for p in column if p]
+        # A list is anyone's: its paths lose any ``..`` above their root before daskcap opens or names anything by them.
+        paths = [normalise_video_path(p) for p in column if p]
     elif piece.kind == "glob":
         paths = [prefix + p for p in fs.glob(fs_path) if not fs.isdir(p)]
     elif piece.kind == "entries":

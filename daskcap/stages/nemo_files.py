@@ -17,6 +17,7 @@ turns these off.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections import defaultdict
@@ -24,19 +25,22 @@ from collections import defaultdict
 import pandas as pd
 
 from daskcap import schema
-from daskcap.storage import atomic_write_bytes
+from daskcap.storage import atomic_write_bytes, resolve_dots, under_root
 
 PARTITION_VIDEOS = "daskcap_partition_videos"  # frame attrs: what the writer needs to know of each video
 METAS_VERSION = "v0"
 
 
 def video_relpath(video_path: str, input_path: str | None) -> str:
-    """The video's path under the input folder, or without its scheme and root when it is not under it."""
+    """The video's path under the input folder, or without its scheme and root when it is not
+    under it; never with a ``.`` or ``..`` segment, so the files named by it stay in OUTPUT."""
+    relpath = video_path.split("://", 1)[-1]
     if input_path:
         base = input_path.rstrip("/") + "/"
         if video_path.startswith(base):
-            return video_path[len(base) :]
-    return video_path.split("://", 1)[-1].lstrip("/")
+            relpath = video_path[len(base) :]
+    relpath = resolve_dots(relpath.replace("\x00", "")).strip("/")
+    return relpath or "video-" + hashlib.blake2b(video_path.encode(), digest_size=8).hexdigest()
 
 
 def partition_videos(clips: pd.DataFrame, videos: pd.DataFrame) -> dict[int, dict[str, dict]]:
@@ -132,7 +136,7 @@ def write_nemo_files(windows: pd.DataFrame, writer, fs, root: str) -> None:
         video = videos.get(rows[0].video_path, {})
         mp4 = clip_mp4.get(clip_id) if writer.upload_clips else None
         meta = clip_meta(rows, mp4, writer.output_path, video, caption_models, enhanced_models, writer.upload_clips)
-        _write_json(fs, f"{root}/metas/{METAS_VERSION}/{clip_id}.json", meta)
+        _write_json(fs, under_root(root, f"metas/{METAS_VERSION}/{clip_id}.json"), meta)
         chunks[rows[0].video_path].append((rows, meta))
     for path, clips in chunks.items():
         video = videos.get(path, {})
@@ -142,8 +146,8 @@ def write_nemo_files(windows: pd.DataFrame, writer, fs, root: str) -> None:
             processed = {"video": path, **{k: video.get(k) for k in (
                 "height", "width", "framerate", "num_frames", "duration", "video_codec", "pixel_format", "audio_format",
                 "num_total_clips", "num_clip_chunks")}}
-            _write_json(fs, f"{root}/processed_videos/{relpath}.json", processed)
-        _write_json(fs, f"{root}/processed_clip_chunks/{relpath}_{chunk}.json", _clip_chunk(path, chunk, clips, caption_models, enhanced_models))
+            _write_json(fs, under_root(root, f"processed_videos/{relpath}.json"), processed)
+        _write_json(fs, under_root(root, f"processed_clip_chunks/{relpath}_{chunk}.json"), _clip_chunk(path, chunk, clips, caption_models, enhanced_models))
 
 
 def _clip_chunk(path: str, chunk: int, clips: list, caption_models, enhanced_models) -> dict:

@@ -45,6 +45,9 @@ class VideoReaderStage:
     verbose: bool = False
     timeout_s: float | None = 600.0  # daskcap: per-video limit for probing
     video_extensions: tuple[str, ...] = VIDEO_EXTENSIONS  # daskcap: what a directory is searched for
+    # daskcap: frames larger than this are refused at probe time (read_failed), before one is
+    # decoded; the default admits DCI 8K (8192x4320). A tiny file can declare huge frames.
+    max_frame_pixels: int = 8192 * 4320
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "video_extensions", parse_extensions(self.video_extensions))
@@ -56,6 +59,7 @@ class VideoReaderStage:
             checks.number("video_limit", self.video_limit, integer=True)
         if self.timeout_s is not None:
             checks.number("timeout_s", self.timeout_s, above=0)
+        checks.number("max_frame_pixels", self.max_frame_pixels, 1, integer=True)
         checks.done()
 
 
@@ -65,7 +69,7 @@ def read_videos(paths: pd.DataFrame, params: VideoReaderStage) -> pd.DataFrame:
     for path in paths["video_path"]:
         row = {"video_path": path, "status": schema.OK, "error": None}
         try:
-            info = probe(path, params.timeout_s)
+            info = probe(path, params.timeout_s, max_frame_pixels=params.max_frame_pixels)
         except ProbeError as exc:
             row.update(status=exc.status, error=str(exc))
             log.warning("%s: %s", path, exc)

@@ -23,7 +23,7 @@ import pyarrow as pa
 from daskcap import schema
 from daskcap.stages._params import Checks
 from daskcap.stages.nemo_files import write_nemo_files
-from daskcap.storage import atomic_write_bytes, atomic_write_parquet, output_fs
+from daskcap.storage import atomic_write_bytes, atomic_write_parquet, output_fs, under_root
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +126,9 @@ def write_windows(windows: pd.DataFrame, params: ClipWriterStage, part_name: str
         if params.generate_previews and window.preview_webp is not None:
             preview_paths[i] = preview_relpath(window.clip_id, window.start_frame, window.end_frame)
             if not params.dry_run:
-                atomic_write_bytes(fs, f"{root}/{preview_paths[i]}", window.preview_webp)
+                atomic_write_bytes(fs, under_root(root, preview_paths[i]), window.preview_webp)
         if params.upload_clips and window.clip_mp4 is not None and not params.dry_run:
-            atomic_write_bytes(fs, f"{root}/{clip_relpath(window.clip_id)}", window.clip_mp4)
+            atomic_write_bytes(fs, under_root(root, clip_relpath(window.clip_id)), window.clip_mp4)
     windows["preview_path"] = pd.Series(preview_paths, index=windows.index, dtype=windows["preview_path"].dtype)
     if params.write_metas and not params.dry_run and len(windows):
         write_nemo_files(windows, params, fs, root)

@@ -139,7 +139,13 @@ def _rate_of_packets(rates: list[Fraction], frame_s: float | None) -> Fraction |
     return next((rate for rate in rates if abs(float(rate) * frame_s - 1) <= 0.01), None)
 
 
-def probe(path: str, timeout_s: float | None = None) -> VideoInfo:
+def _check_frame_size(width: int, height: int, max_frame_pixels: int | None) -> None:
+    if max_frame_pixels and width * height > max_frame_pixels:
+        raise ProbeError(schema.READ_FAILED, f"frames of {width}x{height} ({width * height} pixels) are over the limit of "
+                                             f"{max_frame_pixels} pixels (--max-frame-pixels)")
+
+
+def probe(path: str, timeout_s: float | None = None, *, max_frame_pixels: int | None = None) -> VideoInfo:
     """Probe ``path``; raise :class:`ProbeError` when it is not a usable video.
 
     The header's frame count is used when it agrees with duration x fps;
@@ -168,10 +174,12 @@ def probe(path: str, timeout_s: float | None = None) -> VideoInfo:
                 raise ProbeError(schema.BAD_METADATA, "the video stream has no usable frame rate")
             duration_s = stream_duration_s(stream)
             header_frames = int(stream.frames or 0)
+            _check_frame_size(width, height, max_frame_pixels)  # before a frame of that size is decoded
             first = next(container.decode(stream), None)
             if first is None:
                 raise ProbeError(schema.READ_FAILED, "the video stream has no decodable frames")
             width, height = width or first.width, height or first.height
+            _check_frame_size(width, height, max_frame_pixels)
             display = Display.of(stream, first)
             edited = _has_edit_list(container, stream, duration_s)
             container_name = container.format.name
