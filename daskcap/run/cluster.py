@@ -86,7 +86,7 @@ def embedded_cluster(options: ClusterOptions, needs_engines: bool) -> Iterator[S
     host = options.listen_host
     dashboard = options.dashboard_address or f"{host}:0"
     warn_if_open(host, dashboard)
-    local = {"host": host, "dashboard_address": f"{host}:0", "silence_logs": logging.ERROR}
+    local = {"host": host, "dashboard_address": f"{host}:0", "silence_logs": logging.ERROR, "preload": ["daskcap.run.worker_logging"]}
     workers = {f"cpu-{i}": {"cls": WorkerProcess, "options": {**local, "nthreads": 1}} for i in range(n_workers)}
     if needs_engines:
         gpus = visible_gpus()
