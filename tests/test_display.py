@@ -6,7 +6,6 @@ few levels; the real video taken over covers and thumbnails; edit lists honoured
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path

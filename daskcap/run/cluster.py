@@ -8,7 +8,6 @@ import logging
 import os
 from collections.abc import Iterator
 
-import dask
 from distributed import Client, Scheduler, SpecCluster
 
 from daskcap.engines.base import visible_gpus

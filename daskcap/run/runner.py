@@ -31,6 +31,8 @@ from daskcap.run.summary import build_summary, worker_summary
 from daskcap.stages.listing import list_videos, no_videos
 from daskcap.storage import atomic_write_json, overlap_problem, redact, remove_temporaries
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class RunState:
@@ -54,8 +56,6 @@ class RunState:
     streamer: StreamRunner | None = None
     shard_stats: list[dict] = field(default_factory=list)
     workers: dict = field(default_factory=dict)
-
-log = logging.getLogger(__name__)
 
 
 def run_job(
@@ -191,10 +191,11 @@ def summarize(run: RunState) -> dict:
 
 def warn_below_preview(summary: dict, job) -> None:
     """One line per kind for the whole job (not one per video): sources below the preview's rate or height."""
-    below = summary.get("below_preview", {})
-    for key, what, target in (("fps", "frame rate", f"{job.preview.target_fps:g} fps" if job.preview else ""),
-                              ("height", "height", f"{job.preview.target_height} px" if job.preview else "")):
-        counts = below.get(key)
+    if job.preview is None:
+        return
+    for key, what, target in (("fps", "frame rate", f"{job.preview.target_fps:g} fps"),
+                              ("height", "height", f"{job.preview.target_height} px")):
+        counts = summary["below_preview"].get(key)
         if counts and counts["videos"]:
             log.warning("%d of %d videos have a source %s below the preview's %s, e.g. %s",
                         counts["videos"], summary["videos"]["total"], what, target, counts["example"])

@@ -60,6 +60,7 @@ def merge_shards(stats: list[dict]) -> dict:
     total: dict = {"videos": {}, "windows": {}, "clips": 0, "partitions": 0, "partitions_computed": 0, "failed_partitions": [],
                    "stage_seconds": {}, "stage_usage": {}}
     flags: dict = {}
+    below: dict = {}  # sources below the preview's rate or height
     for shard in stats:
         for kind in ("videos", "windows"):
             for status, n in shard[kind]["by_status"].items():
@@ -78,13 +79,11 @@ def merge_shards(stats: list[dict]) -> dict:
                 merged["flagged"] += shard[key]["flagged"]
                 for flag, n in shard[key]["by_flag"].items():
                     merged["by_flag"][flag] = merged["by_flag"].get(flag, 0) + n
-    total["flags"] = flags
-    below: dict = {}
-    for shard in stats:
         for key, counts in shard.get("below_preview", {}).items():
             merged = below.setdefault(key, {"videos": 0, "example": None})
             merged["videos"] += counts["videos"]
             merged["example"] = merged["example"] or counts["example"]
+    total["flags"] = flags
     total["below_preview"] = below
     return total
 

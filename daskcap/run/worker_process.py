@@ -26,7 +26,6 @@ from distributed.deploy.spec import ProcessInterface
 
 log = logging.getLogger(__name__)
 
-_READY_TIMEOUT_S = 60.0
 _CLOSE_GRACE_S = 10.0
 _WATCH_INTERVAL_S = 0.5
 

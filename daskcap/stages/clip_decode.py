@@ -194,8 +194,12 @@ def decode_clip(
     # Scalers kept between frames (frame.reformat would set one up per call).
     sampler, shrinker = VideoReformatter(), VideoReformatter()
     display = Display.from_row(clip)
-    # Model input and previews in BT.601 limited range whatever the source's matrix and range (HDR tone-mapped).
-    shown_as = display.model_colour
+
+    def shown_at(scaler: VideoReformatter, frame: av.VideoFrame, width: int, height: int, interpolation: str | None) -> av.VideoFrame:
+        """Model input and previews: BT.601 limited-range yuv420p whatever the source's matrix and range (HDR tone-mapped)."""
+        if display.hdr:
+            return tone_map_to_sdr(frame, width, height, display, interpolation or "BILINEAR")
+        return scaler.reformat(frame, width, height, format="yuv420p", interpolation=interpolation, **display.model_colour)
     try:
         with _clip_frames(clip, stats, seek, deadline, copy.add if copy else None) as (frames, rate, stream):
             # Decided before the first packet is read: a copy that cannot apply never opens an output.
@@ -228,17 +232,9 @@ def decode_clip(
                     clip_writer.add(frame)
                 window = windows[window_of[position]]
                 if position in wanted:
-                    if display.hdr:
-                        image = tone_map_to_sdr(frame, window.width, window.height, display, RESIZE_INTERPOLATION)
-                    else:
-                        image = sampler.reformat(frame, window.width, window.height, format="yuv420p",
-                                                 interpolation=RESIZE_INTERPOLATION, **shown_as)
-                    window.frames.append(image.to_ndarray())
+                    window.frames.append(shown_at(sampler, frame, window.width, window.height, RESIZE_INTERPOLATION).to_ndarray())
                 for _ in range(shown.get(position, 0)):
-                    if display.hdr:
-                        window.preview_frames.append(tone_map_to_sdr(frame, *window.preview_size, display, "BILINEAR"))
-                    else:
-                        window.preview_frames.append(shrinker.reformat(frame, *window.preview_size, format="yuv420p", **shown_as))
+                    window.preview_frames.append(shown_at(shrinker, frame, *window.preview_size, None))
             if stats.frames != len(window_of):
                 return stats, None  # the caller re-plans
             clip_bytes, window_bytes = writer.finish() if writer is not None else (None, [])

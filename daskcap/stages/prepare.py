@@ -26,7 +26,7 @@ from daskcap.stages.preview import PreviewStage, encode_preview
 from daskcap.stages.transcode import SUPPORTED_ENCODERS
 from daskcap.video.decode import DecodeStats, DecodeTimeout, SeekFailed
 from daskcap.video.display import DEINTERLACE_MODES
-from daskcap.video.encode import MP4_CRF, MP4_PRESET, X264_PRESETS, even_size
+from daskcap.video.encode import MP4_CRF, MP4_PRESET, X264_PRESETS
 from daskcap.video.windows import PIXEL_GRIDS, split_windows
 
 log = logging.getLogger(__name__)

@@ -80,8 +80,8 @@ class Mp4Writer:
         self._timestamps = timestamps
         self._first_pts: int | None = None
         self._time_base: Fraction | None = None
-        self._pts_of: list[int] = []  # each frame's pts in the encoder's time base
-        self._position_of: dict[int, int] = {}
+        self._pts_of: list[int] = []  # with timestamps: each frame's pts in the encoder's time base
+        self._position_of: dict[int, int] = {}  # and each pts's frame
         # The encoder's stream lives in the clip's container, or in one that is never written.
         self._encoder_home = self._whole or _Mp4Buffer()
 
@@ -106,11 +106,10 @@ class Mp4Writer:
             if pts is None or (self._pts_of and pts <= self._pts_of[-1]):
                 pts = self._pts_of[-1] + 1 if self._pts_of else 0  # a missing or repeated stamp: just after the last
             image.pts, image.time_base = pts, self._time_base
+            self._pts_of.append(pts)
+            self._position_of[pts] = self._count
         else:
-            pts = self._count
-            image.pts, image.time_base = pts, Fraction(1) / self._rate
-        self._pts_of.append(pts)
-        self._position_of[pts] = self._count
+            image.pts, image.time_base = self._count, Fraction(1) / self._rate
         image.pict_type = _frame_type(frame.pict_type, cut=self._count in self._cuts)
         self._count += 1
         try:
