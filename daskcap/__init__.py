@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _HOMES = {
     "DaskExecutor": "daskcap.pipeline:DaskExecutor",
     "Pipeline": "daskcap.pipeline:Pipeline",
+    "export": "daskcap.training_data.runner:export",
     "CaptionEnhancementStage": "daskcap.stages.caption:CaptionEnhancementStage",
     "CaptionGenerationStage": "daskcap.stages.caption:CaptionGenerationStage",
     "CaptionCheckStage": "daskcap.stages.check:CaptionCheckStage",

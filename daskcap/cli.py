@@ -1,4 +1,4 @@
-"""``daskcap run INPUT OUTPUT [flags]``, ``daskcap check``, ``daskcap report``, ``daskcap tiny-models``, ``daskcap tls-certs``.
+"""``daskcap run INPUT OUTPUT [flags]``, ``daskcap export``, ``daskcap check``, ``daskcap report``, ``daskcap tiny-models``, ``daskcap tls-certs``.
 
 The run's flags (named as in the reference's tutorial) are declared once, in ``daskcap/flags.py``."""
 
@@ -14,6 +14,9 @@ from daskcap.run.job import JobError, UsageError
 from daskcap.stages._params import ParamError
 from daskcap.stages.check import CaptionCheckStage
 from daskcap.storage import is_output_error, output_error_line
+from daskcap.training_data import command as export_command
+from daskcap.training_data.command import add_export_flags
+from daskcap.training_data.places import ExportError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -29,6 +32,9 @@ def _run_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUTPUT", nargs="?", help="output directory, local path or fsspec URL (or `output` in --config)")
     p.add_argument("--config", metavar="TOML", default=None, help="read settings from a TOML file: one key per flag (e.g. fixed-stride-split-duration = 5.0); flags on the command line win")
     add_flags(p)
+    p.add_argument("--export", metavar="FORMAT:DEST", default=None,
+                   help="then export the output for training on the same cluster (webdataset:DEST or lance:DEST; see `daskcap export`)")
+    add_export_flags(p)
     return p
 
 
@@ -94,6 +100,21 @@ def write_tls_certs(directory: str) -> list[str]:
     return written
 
 
+def run_export_params(args: argparse.Namespace):
+    """``daskcap run --export FORMAT:DEST``'s export settings, or None."""
+    if args.export is None:
+        return None
+    from daskcap.training_data.params import ExportParams, parse_export_target
+
+    try:
+        format, dest = parse_export_target(args.export)
+    except ValueError as exc:
+        raise ParamError(str(exc)) from None
+    if args.dry_run:
+        raise ParamError("--export needs a run that writes its output: drop --dry-run")
+    return ExportParams(output=args.output, dest=dest, format=format, **export_command.export_settings(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="daskcap", description="Caption, preview and window videos at scale on Dask.")
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("output", metavar="OUTPUT", help="a daskcap output directory (local path or fsspec URL)")
     check.add_argument("--no-write", dest="write", action="store_false", help="print the table only; change nothing in OUTPUT")
     add_flags(check, CHECK_FLAGS)
+    export_command.add_parser(subparsers)
     try:
         args = apply_config(parser, run_parser, argv)
     except ParamError as exc:
@@ -158,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         print(format_table(result))
         return EXIT_OK
+    if args.command == "export":
+        return export_command.main(args)
     if args.command == "report":
         from daskcap.report import build_report
 
@@ -173,18 +197,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         pipeline = build_pipeline(args, name="daskcap-run")
+        export = run_export_params(args)
     except ParamError as exc:
         for problem in exc.problems:
             print(f"daskcap: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        summary = pipeline.run()
+        summary = pipeline.run(export=export)
         _print_result(summary)
+        if export is not None:
+            export_command.print_stats(summary["export"])
         if args.report and not args.dry_run:
             from daskcap.report import build_report
 
             print(f"report:  {build_report(args.output)}")
-    except (JobError, FileNotFoundError, ParamError, EngineError) as exc:
+    except (JobError, FileNotFoundError, ParamError, EngineError, ExportError) as exc:
         print(f"daskcap: error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, (FileNotFoundError, ParamError, UsageError)) else EXIT_FAILED
     except OSError as exc:

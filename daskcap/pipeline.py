@@ -183,10 +183,11 @@ class Pipeline:
             writer=writer,
         )
 
-    def run(self, executor: DaskExecutor | None = None) -> dict:
+    def run(self, executor: DaskExecutor | None = None, *, export=None) -> dict:
         """Run the pipeline on ``executor``'s cluster (default: the one this pipeline was
         made with, embedded unless ``scheduler`` was given); return the summary that is
-        also written to summary.json."""
+        also written to summary.json. ``export`` (``daskcap.training_data.ExportParams``)
+        then exports the output for training on the same cluster."""
         if executor is None:
             cluster = self.cluster
         elif isinstance(executor, DaskExecutor):
@@ -197,4 +198,5 @@ class Pipeline:
                 f"daskcap runs pipelines on Dask: pass daskcap.DaskExecutor(scheduler=...) for an existing cluster, or "
                 f"nothing (or DaskExecutor()) for an embedded one; got {kind.__module__}.{kind.__qualname__}"
             )
-        return run_job(self.build(), cluster, overwrite=self.overwrite, retry_failed=self.retry_failed, progress=self.progress)
+        return run_job(self.build(), cluster, overwrite=self.overwrite, retry_failed=self.retry_failed, progress=self.progress,
+                       export=export)

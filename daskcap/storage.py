@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import posixpath
 import json
 import re
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -76,12 +78,20 @@ def parquet_parts(fs: AbstractFileSystem, folder: str) -> list[str]:
 def atomic_write_bytes(fs: AbstractFileSystem, path: str, data: bytes) -> None:
     """Readers see either no file or the whole file, never a partial one; a write that fails
     (a full disk) removes its temporary before the error goes on."""
+    with atomic_open(fs, path) as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_open(fs: AbstractFileSystem, path: str) -> Iterator[Any]:
+    """A handle to write ``path`` through, streaming: the bytes go to a temporary name that is
+    renamed into place when the block ends; a block that fails leaves no file and no temporary."""
     parent, name = path.rsplit("/", 1)
     fs.makedirs(parent, exist_ok=True)
     temporary = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
     try:
         with fs.open(temporary, "wb") as handle:
-            handle.write(data)
+            yield handle
         fs.mv(temporary, path)
     except BaseException as exc:
         try:
@@ -154,19 +164,26 @@ def overlap_problem(input_path: str, output_path: str) -> str | None:
 
     Either way round, a run would list its own outputs as inputs, and --overwrite could
     remove inputs, so daskcap refuses before any work."""
-    (in_scheme, source), (out_scheme, target) = _comparable(input_path, glob=True), _comparable(output_path)
-    if in_scheme != out_scheme:
+    relation = path_relation(output_path, input_path, glob=True)
+    if relation is None:
+        return None
+    return (f"output {output_path} {relation} the input {input_path}: a run would read its own outputs as videos and --overwrite "
+            "could remove inputs; choose an output outside the input")
+
+
+def path_relation(path: str, other: str, *, glob: bool = False) -> str | None:
+    """How ``path`` stands to ``other`` ("is", "is inside", "holds"), or None when they are
+    apart; ``glob``: ``other`` may be a glob, compared by the folder it searches."""
+    (scheme, target), (other_scheme, source) = _comparable(path), _comparable(other, glob=glob)
+    if scheme != other_scheme:
         return None
     if source == target:
-        relation = "is the input"
-    elif target.startswith(source.rstrip("/") + "/"):
-        relation = "is inside the input"
-    elif source.startswith(target.rstrip("/") + "/"):
-        relation = "holds the input"
-    else:
-        return None
-    return (f"output {output_path} {relation} {input_path}: a run would read its own outputs as videos and --overwrite "
-            "could remove inputs; choose an output outside the input")
+        return "is"
+    if target.startswith(source.rstrip("/") + "/"):
+        return "is inside"
+    if source.startswith(target.rstrip("/") + "/"):
+        return "holds"
+    return None
 
 
 def path_problems(input_path: str, output_path: str) -> list[str]:

@@ -59,17 +59,20 @@ class RunState:
 
 
 def run_job(
-    job: Job, options: ClusterOptions, *, overwrite: bool = False, progress: bool = True, retry_failed: bool = False
+    job: Job, options: ClusterOptions, *, overwrite: bool = False, progress: bool = True, retry_failed: bool = False,
+    export=None,
 ) -> dict:
     """Run ``job`` to completion and return its summary (also in summary.json).
 
     A rerun into the same output with the same configuration resumes: only
     shards and partitions without a completion mark are computed.
-    ``retry_failed`` also recomputes what failed before.
+    ``retry_failed`` also recomputes what failed before. ``export`` (``ExportParams``):
+    then export the output on the same cluster (its stats under ``export``).
     """
     run = RunState(job, options, overwrite, retry_failed, Progress(progress))
     with contextlib.ExitStack() as held:
         check(run, held)
+        check_export(run, export)
         with connected(run) as client:
             stats_before = client.run(worker_stats) if job.needs_engines else {}
             try:
@@ -78,7 +81,27 @@ def run_job(
             finally:
                 run.progress.close()
             collect_worker_stats(run, client, stats_before)
-        return summarize(run)
+            summary = summarize(run)
+            if export is not None:
+                from daskcap.training_data.runner import run_export
+
+                stats = run_export(client, export)
+                summary["export"] = {key: value for key, value in stats.items() if key != "shards"}
+                atomic_write_json(run.output.fs, f"{run.output.root}/summary.json", summary)
+        return summary
+
+
+def check_export(run: RunState, export) -> None:
+    """An export asked for with the run is checked before any work: its destination apart from
+    the output, and holding nothing but daskcap's exports."""
+    if export is None:
+        return
+    from daskcap.training_data.places import Destination, check_apart
+
+    if run.output is None:
+        raise UsageError("an export needs a run that writes its output (not a dry run)")
+    check_apart(export)
+    Destination(export).check()
 
 
 def check(run: RunState, held: contextlib.ExitStack) -> None:

@@ -247,6 +247,10 @@ class ShardState:
         table = schema.to_table(clips, schema.CLIP_SCHEMA).append_column("partition", partition)
         atomic_write_parquet(self.fs, f"{self.dir}/plan/clips.parquet", table)
 
+    def load_plan_videos(self, columns: list[str]) -> pd.DataFrame:
+        """``columns`` of the plan's probed video rows (the export reads how each is shown)."""
+        return schema.table_to_frame(pq.read_table(io.BytesIO(self.fs.cat(f"{self.dir}/plan/videos.parquet")), columns=columns))
+
     def load_plan(self) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
         videos = schema.table_to_frame(_read_table(self.fs, f"{self.dir}/plan/videos.parquet"))
         clips = schema.table_to_frame(_read_table(self.fs, f"{self.dir}/plan/clips.parquet"))
