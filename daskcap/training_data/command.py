@@ -55,9 +55,9 @@ def print_stats(stats: dict) -> None:
     print(f"samples: {stats['samples']} of {stats['windows']} windows ({left_out['total']} left out: {reasons})")
     if stats["format"] == "lance":
         print(f"table:   {stats['dest']} ({stats['table_rows']} rows, version {stats['version']}; "
-              f"{stats['parts_exported']} parts added, {stats['parts_already_in_table']} already there)")
+              f"{stats['parts_read']} window parts read, {stats['parts_in_table']} already in it)")
     else:
-        print(f"shards:  {len(stats['shards'])} in {stats['dest']} ({stats['bytes'] / 2**20:.1f} MB; "
+        print(f"shards:  {stats['shards_written'] + stats['shards_kept']} in {stats['dest']} ({stats['bytes'] / 2**20:.1f} MB; "
               f"{stats['shards_written']} written, {stats['shards_kept']} kept from an earlier export)")
 
 

@@ -148,9 +148,10 @@ def _export_lance(client, params, source, parts, place, in_flight) -> dict:
         counted.append(result)
         if len(counted) % COMMIT_EVERY == 0 and pending:
             version, pending = lance_table.commit(uri, pending), []
-    if pending:
+    if pending or not lance_table.exists(uri):  # nothing kept yet is an empty table, not none
         version = lance_table.commit(uri, pending)
     totals = _totals(counted)
     rows = client.submit(tasks.lance_rows, uri, pure=False, **place).result()
-    return {**totals, "parts_exported": len(todo), "parts_already_in_table": len(parts) - len(todo), "parts_replaced": len(gone),
+    # A part whose rows the table holds, unchanged, is not read again; counts are of the parts read.
+    return {**totals, "parts_read": len(todo), "parts_in_table": len(parts) - len(todo), "parts_replaced": len(gone),
             "table_rows": rows, "version": version}
