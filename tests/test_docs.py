@@ -10,7 +10,8 @@ says how to treat it (``<!-- doc-test: ... -->``):
 - ``name=NAME``: other blocks may use it as their prelude;
 - ``prelude=NAME``: NAME's code without its last paragraph (where it runs the pipeline) comes first;
 - ``scheduler=ADDRESS``: a cluster is started with cluster/local.sh and its address replaces ADDRESS;
-- ``instead="COMMAND"``: COMMAND runs in place of the block (``{folder}``: the test's folder).
+- ``instead="COMMAND"``: COMMAND runs in place of the block (``{folder}``: the test's folder);
+- ``setup=NAME``: the shell block NAME runs first, in the same folder (e.g. a job whose output the block reads).
 
 No process of a block's job may outlive it.
 """
@@ -141,7 +142,7 @@ def test_the_documents_have_the_blocks_this_test_knows():
     assert len(found) >= 8
     for block in found:
         assert block.lang in _SHELL | {"python"}, f"{block.id}: a {block.lang} block: teach this test to run it"
-        assert not block.marker or block.skipped or re.match(r"(name|prelude|scheduler|instead)=", block.marker), block.id
+        assert not block.marker or block.skipped or re.match(r"(name|prelude|scheduler|instead|setup)=", block.marker), block.id
     assert named("nemo-quickstart").code.rstrip().endswith("pipeline.run(executor)")  # module level, as NeMo writes it
 
 
@@ -155,6 +156,10 @@ def test_a_documented_block_runs_as_written(block, inputs, tmp_path, cluster):
     if block.option("scheduler"):
         start, _ = cluster
         code = code.replace(block.option("scheduler"), start(1, 1))
+    if block.option("setup"):
+        (folder / "setup.sh").write_text(named(block.option("setup")).code)
+        setup = run_as_user(["bash", "-e", "setup.sh"], folder)
+        assert setup.returncode == 0, f"{block.id}'s setup failed:\n{setup.stdout[-3000:]}\n{setup.stderr[-3000:]}"
     if block.option("instead"):
         command = ["bash", "-e", "-c", block.option("instead").format(folder=folder)]
         result = run_as_user(command, REPO, timeout=600)
