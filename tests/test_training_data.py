@@ -10,6 +10,7 @@ import io
 import json
 import shutil
 import subprocess
+import tarfile
 import sys
 from pathlib import Path
 
@@ -236,3 +237,31 @@ def test_export_to_a_bucket(job, s3_env, tmp_path):  # noqa: F811
     from daskcap.storage import TEMPORARY_NAME
 
     assert not [path for path in fs.find("daskcap-export") if TEMPORARY_NAME.fullmatch(path.rsplit("/", 1)[-1])]
+
+
+def test_shard_size_limit_ends_shards_before_they_pass_it(job, tmp_path):
+    import webdataset as wds
+
+    dest, limit_mb = tmp_path / "shards", 0.6
+    result = export(job["output"], dest, "--shard-size-mb", str(limit_mb))
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((dest / "shard-stats.json").read_text())
+    assert len(stats["shards"]) > 1
+    # A shard's members stay under the limit (its tar end blocks and record padding aside), unless one sample is a shard alone.
+    for shard in stats["shards"]:
+        with tarfile.open(dest / shard["name"]) as tar:
+            members = tar.getmembers()
+        held = sum(512 + -(-m.size // 512) * 512 for m in members)
+        assert held <= limit_mb * 2**20 or len(members) == 3, shard
+    keys = sorted(sample["__key__"] for sample in wds.WebDataset(sorted(map(str, dest.glob("*.tar"))), shardshuffle=False))
+    assert keys == expected_keys(job["windows"])
+
+
+def test_shards_are_planned_contiguously_across_parts():
+    from daskcap.training_data.plan import plan_shards
+
+    shards = plan_shards([3, 0, 4, 2], 4)
+    assert [s.slices for s in shards] == [((0, 0, 3), (2, 0, 1)), ((2, 1, 4), (3, 0, 1)), ((3, 1, 2),)]
+    assert [s.number for s in shards] == [0, 1, 2]
+    sized = plan_shards([3, 1], 10, sizes=[[5, 5, 20], [1]], max_bytes=10)
+    assert [s.slices for s in sized] == [((0, 0, 2),), ((0, 2, 3),), ((1, 0, 1),)]

@@ -97,7 +97,9 @@ def read_part(output: str, part: SourcePart, columns: list[str] | None = None) -
     """One windows part (``columns`` of it), as the stages' frames are typed."""
     fs, root = output_fs(output)
     with fs.open(f"{root}/{part.relpath}", "rb") as handle:
-        return schema.table_to_frame(pq.read_table(handle, columns=columns))
+        frame = schema.table_to_frame(pq.read_table(handle, columns=columns))
+    frame.attrs.clear()  # the file's metadata, deep-copied by every pandas operation otherwise
+    return frame
 
 
 def check_apart(params: ExportParams) -> None:

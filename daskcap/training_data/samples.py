@@ -43,6 +43,7 @@ def select(windows: pd.DataFrame, params: ExportParams) -> tuple[np.ndarray, Cou
     left_out: Counter = Counter()
     texts, sources = _texts(windows, params)
     keep = np.zeros(len(windows), dtype=bool)
+    flag_columns = {column: windows[column].tolist() for column in set(FLAGS_OF.values())}
     frames = (windows["end_frame"].astype("float64") - windows["start_frame"].astype("float64") + 1).tolist()
     fps = windows["fps"].astype("float64").tolist()
     for i, status in enumerate(windows["status"].tolist()):
@@ -50,7 +51,7 @@ def select(windows: pd.DataFrame, params: ExportParams) -> tuple[np.ndarray, Cou
             reason = f"status:{status}"
         elif texts[i] is None:
             reason = "no_caption"
-        elif (flags := _flags(windows, sources[i], i)) and not params.include_flagged:
+        elif (flags := _flags(flag_columns[FLAGS_OF[sources[i]]][i])) and not params.include_flagged:
             reason = "flagged"
             left_out.update(f"flag:{flag}" for flag in flags)
         elif not frames[i] >= params.min_frames:
@@ -64,8 +65,8 @@ def select(windows: pd.DataFrame, params: ExportParams) -> tuple[np.ndarray, Cou
     return keep, left_out
 
 
-def _flags(windows: pd.DataFrame, source: str, row: int) -> list[str]:
-    flags = windows[FLAGS_OF[source]].iloc[row]
+def _flags(flags) -> list[str]:
+    """A flags cell's names: none for null (not checked) or an empty list."""
     return [] if flags is None or (not isinstance(flags, (list, np.ndarray)) and pd.isna(flags)) else [str(f) for f in flags]
 
 
