@@ -306,7 +306,8 @@ class EndpointEngine(Engine):
                 encoded = json.dumps(body(request)).encode()
             except (ValueError, TypeError, OSError) as exc:
                 return f"the request could not be built: {type(exc).__name__}: {exc}"
-            return self._post(encoded, request.request_id)
+            # The role tells a window's caption request from its enhancement in the server's logs.
+            return self._post(encoded, f"{self.config.role}:{request.request_id}")
 
         futures = {request.request_id: self.pool.submit(one, request) for request in requests}
         results = {}
