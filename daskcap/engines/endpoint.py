@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 
 import numpy as np
@@ -314,6 +314,8 @@ class EndpointEngine(Engine):
         try:
             for request_id, future in futures.items():
                 results[request_id] = future.result()
+        except CancelledError:  # the engine was closed under this task: its worker is closing
+            raise EndpointDown(f"the {self.role} endpoint engine was closed while requests waited (its worker is closing)") from None
         finally:
             for future in futures.values():
                 future.cancel()  # a tripped breaker stops the rest of the task's requests
