@@ -68,7 +68,7 @@ class LoadedModel:
 @dataclass(frozen=True)
 class VideoRequest:
     request_id: str
-    frames: np.ndarray  # (T, H, W, 3) uint8, already at the model grid
+    frames: np.ndarray | None  # (T, H, W, 3) uint8, already at the model grid (None: an endpoint takes ``mp4``)
     sampled_fps: float  # frames per second of the sampled frames
     prompt: str
     max_tokens: int

@@ -230,8 +230,11 @@ def run_requests(handle: EngineAccess, call: Callable[[Engine, list], dict[str, 
     return results
 
 
-def _video_request(window, prompt: str, max_tokens: int) -> VideoRequest:
-    frames = schema.unpack_frames(window.sampled_frames, window.num_sampled_frames, window.sampled_height, window.sampled_width)
+def _video_request(window, prompt: str, max_tokens: int, send_mp4: bool = False) -> VideoRequest:
+    # An endpoint sent the window's mp4 decodes it itself: the sampled frames are not unpacked.
+    mp4 = window.window_mp4 if send_mp4 else None
+    frames = None if send_mp4 else schema.unpack_frames(
+        window.sampled_frames, window.num_sampled_frames, window.sampled_height, window.sampled_width)
     window_seconds = (window.end_frame - window.start_frame + 1) / window.fps
     return VideoRequest(
         request_id=window_id(window.clip_id, window.window_index),
@@ -239,7 +242,7 @@ def _video_request(window, prompt: str, max_tokens: int) -> VideoRequest:
         sampled_fps=window.num_sampled_frames / window_seconds,
         prompt=prompt,
         max_tokens=max_tokens,
-        mp4=getattr(window, "window_mp4", None),  # there when an endpoint takes the window's mp4
+        mp4=mp4,  # there when an endpoint takes the window's mp4
     )
 
 
@@ -255,7 +258,7 @@ def _set(frame: pd.DataFrame, column: str, values: list) -> None:
     frame[column] = pd.Series(values, index=frame.index, dtype=frame[column].dtype)
 
 
-def _video_requests(windows: list, prompts: dict[str, str], max_tokens: int) -> tuple[list[VideoRequest], dict[str, str]]:
+def _video_requests(windows: list, prompts: dict[str, str], max_tokens: int, send_mp4: bool = False) -> tuple[list[VideoRequest], dict[str, str]]:
     """Requests for the windows with a prompt; windows whose model input is unreadable map to errors."""
     requests, errors = [], {}
     for window in windows:
@@ -263,7 +266,7 @@ def _video_requests(windows: list, prompts: dict[str, str], max_tokens: int) -> 
         if wid not in prompts:
             continue
         try:
-            requests.append(_video_request(window, prompts[wid], max_tokens))
+            requests.append(_video_request(window, prompts[wid], max_tokens, send_mp4))
         except (ValueError, TypeError, OSError) as exc:  # corrupt or missing model input
             errors[wid] = f"unreadable model input: {type(exc).__name__}: {exc}"
     return requests, errors
@@ -274,7 +277,8 @@ def caption_windows(windows: pd.DataFrame, params: CaptionGenerationStage, handl
     windows = windows.copy()
     todo = [w for w in windows.itertuples(index=False) if w.status == schema.OK]
     caption = lambda engine, requests: engine.caption(requests)  # noqa: E731
-    requests, stage1 = _video_requests(todo, {window_id(w.clip_id, w.window_index): w.prompt for w in todo}, params.max_output_tokens)
+    send_mp4 = params.endpoint is not None and params.endpoint_video == "mp4"
+    requests, stage1 = _video_requests(todo, {window_id(w.clip_id, w.window_index): w.prompt for w in todo}, params.max_output_tokens, send_mp4)
     stage1.update(run_requests(handle, caption, requests))
     final = dict(stage1)
     if params.generate_stage2_caption:
@@ -283,7 +287,7 @@ def caption_windows(windows: pd.DataFrame, params: CaptionGenerationStage, handl
             for wid, result in stage1.items()
             if isinstance(result, Generation)
         }
-        requests, errors = _video_requests(todo, prompts, params.max_output_tokens)
+        requests, errors = _video_requests(todo, prompts, params.max_output_tokens, send_mp4)
         final.update(errors)
         final.update(run_requests(handle, caption, requests))
     columns = {name: list(windows[name]) for name in (
