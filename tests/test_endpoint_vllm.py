@@ -51,8 +51,10 @@ def start_vllm(model: Path, log: Path, *extra: str) -> serve.Served:
     try:
         serve.wait_until_up(url, process, START_S)
     except RuntimeError:
-        reason = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        pytest.skip(f"this vLLM cannot serve {model.name}: {reason[0][:300]}")
+        lines = log.read_text(errors="replace").strip().splitlines()
+        errors = [line for line in lines if "Error" in line and "Engine core initialization failed" not in line]
+        reason = (errors or lines or ["no output"])[0]  # the root cause comes first
+        pytest.skip(f"this vLLM cannot serve {model.name}: {reason.strip()[:300]}")
     return serve.Served(process, url, port)
 
 
