@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from record import save  # noqa: E402 (benchmarks/, the script's own folder)
 
 from daskcap.engines import serve  # noqa: E402
-from daskcap.engines.endpoint import caption_body  # noqa: E402
+from daskcap.engines.chat_api import caption_body  # noqa: E402
 from daskcap.engines.host import EngineHost  # noqa: E402
 from daskcap.stages.caption import CaptionGenerationStage, _video_requests, window_id  # noqa: E402
 

@@ -24,7 +24,8 @@ import pytest
 from conftest import free_port
 from daskcap import schema
 from daskcap.engines import serve
-from daskcap.engines.endpoint import backoff_s, display_url, error_message, retry_after_s, to_generation, url_problem
+from daskcap.engines.chat_api import error_message, to_generation
+from daskcap.engines.endpoint import backoff_s, display_url, retry_after_s, url_problem
 from daskcap.engines.tiny import words_in
 from daskcap.samples import write_synthetic
 from daskcap.stages.clip import FixedStrideClipStage, make_clips
