@@ -53,7 +53,7 @@ def start_vllm(model: Path, log: Path, *extra: str) -> serve.Served:
         serve.wait_until_up(url, process, START_S)
     except RuntimeError:
         lines = log.read_text(errors="replace").strip().splitlines()
-        errors = [line for line in lines if re.search(r"\w+Error: ", line)]  # an exception's own line: the root cause first
+        errors = [line for line in lines if re.search(r"\w+Error: ", line) and " WARNING " not in line]  # an exception's own line: the root cause first
         reason = (errors or lines or ["no output"])[0]
         pytest.skip(f"this vLLM cannot serve {model.name}: {reason.strip()[:300]}")
     return serve.Served(process, url, port)
