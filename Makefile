@@ -73,7 +73,7 @@ $(VLLM_STAMP): pyproject.toml
 	touch $(VLLM_STAMP)
 
 test-vllm: $(VLLM_STAMP)
-	$(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/test_vllm_engine.py
+	$(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/test_vllm_engine.py tests/test_endpoint_vllm.py
 
 # Benchmarks (not CI): daskcap against NeMo Curator 1.4.0 in its own venv and
 # against the floor, on real and generated videos (the long ones are generated

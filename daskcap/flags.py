@@ -142,6 +142,15 @@ FLAGS: tuple[Flag, ...] = (
     # engines
     Flag("engine", "auto: vLLM when importable and a CUDA device is visible, else transformers", ((_CAP, "engine"), (_ENH, "engine")), choices=BACKENDS, group="engines"),
     Flag("engine-workers", "engine workers of the embedded cluster (default: one per GPU, else 1)", ((ClusterOptions, "engine_workers"),), type=int, group="engines"),
+    # endpoints (engines/endpoint.py): a stage given one sends its requests there instead of to an in-process engine
+    Flag("captioning-endpoint", "OpenAI-compatible base URL (e.g. http://host:8000/v1) the captions are asked of; implies --generate-captions. --captioning-model names the served model (default: the one the server lists)", ((_CAP, "endpoint"),), group="endpoints"),
+    Flag("enhance-captions-endpoint", "OpenAI-compatible base URL the enhancements are asked of; implies --enhance-captions. --enhance-captions-model names the served model (default: the one the server lists)", ((_ENH, "endpoint"),), group="endpoints"),
+    Flag("endpoint-api-key-env", "NAME of the environment variable holding the endpoints' API key (read on the workers; never the key itself)", ((_CAP, "endpoint_api_key_env"), (_ENH, "endpoint_api_key_env")), group="endpoints"),
+    Flag("endpoint-video", "how a window is sent: mp4 (its mp4 as a base64 video_url, as vLLM's Qwen-VL serving takes it) or frames (its sampled frames as PNG images, for any vision chat API)", ((_CAP, "endpoint_video"),), choices=("mp4", "frames"), group="endpoints"),
+    Flag("endpoint-max-concurrency", "requests in flight to each endpoint for the whole job (shared by the request workers)", ((_CAP, "endpoint_max_concurrency"), (_ENH, "endpoint_max_concurrency")), type=int, group="endpoints"),
+    Flag("endpoint-timeout-s", "seconds to wait for one answer", ((_CAP, "endpoint_timeout_s"), (_ENH, "endpoint_timeout_s")), type=float, group="endpoints"),
+    Flag("endpoint-max-retries", "retries of a request answered with 429, 5xx or a timeout before its window fails (a server that is not there is waited for, up to --endpoint-breaker-s)", ((_CAP, "endpoint_max_retries"), (_ENH, "endpoint_max_retries")), type=int, group="endpoints"),
+    Flag("endpoint-breaker-s", "stop the job when a worker's requests have had no success for this many seconds (a rerun resumes)", ((_CAP, "endpoint_breaker_s"), (_ENH, "endpoint_breaker_s")), type=float, group="endpoints"),
     Flag("vllm-kwargs", "JSON object of vllm.LLM arguments for both model stages, over daskcap's own (e.g. '{\"enforce_eager\": true}')", default=None, type=json_object, group="engines"),
     # previews
     Flag("generate-previews", "make an animated WebP preview per window", ((_PREP, "generate_previews"), (ClipWriterStage, "generate_previews")), switch=True, group="previews (PreviewStage)",
@@ -198,7 +207,11 @@ def stage_args(args: argparse.Namespace, cls: type) -> dict:
 
 
 def wants_captions(args: argparse.Namespace) -> bool:
-    return bool(args.generate_captions or args.captioning_model or args.enhance_captions)
+    return bool(args.generate_captions or args.captioning_model or args.captioning_endpoint or wants_enhancement(args))
+
+
+def wants_enhancement(args: argparse.Namespace) -> bool:
+    return bool(args.enhance_captions or args.enhance_captions_endpoint)
 
 
 def build_pipeline(args: argparse.Namespace, *, name: str = "daskcap-run", transcode=None, caption_models=None, enhanced_caption_models=None) -> Pipeline:
@@ -233,7 +246,7 @@ def build_pipeline(args: argparse.Namespace, *, name: str = "daskcap-run", trans
     vllm = {"vllm_kwargs": args.vllm_kwargs or {}, **verbose}
     if captions:
         stages.append(make(CaptionGenerationStage, disable_mmcache=not args.captioning_use_vllm_mmcache, **vllm, **stage_args(args, CaptionGenerationStage)))
-    if args.enhance_captions:
+    if wants_enhancement(args):
         stages.append(make(CaptionEnhancementStage, **vllm, **stage_args(args, CaptionEnhancementStage)))
     if captions and args.caption_checks:
         stages.append(make(CaptionCheckStage, **stage_args(args, CaptionCheckStage)))

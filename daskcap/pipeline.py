@@ -149,10 +149,13 @@ class Pipeline:
         if CaptionCheckStage in found and not self.caption_checks:
             problems.append("a CaptionCheckStage is added but Pipeline(caption_checks=False) turns the checks off: do one or the other")
         prepare = found.get(CaptionPreparationStage)
+        caption = found.get(CaptionGenerationStage)
+        if caption is not None and prepare is not None and caption.endpoint and caption.endpoint_video == "mp4" and not prepare.window_mp4s:
+            problems.append("CaptionGenerationStage(endpoint_video='mp4') sends each window's mp4, which CaptionPreparationStage"
+                            "(generate_previews=False) does not make: make them (--generate-previews) or send endpoint_video='frames'")
         if problems:
             raise ParamError(problems)
         writer = found[ClipWriterStage]
-        caption = found.get(CaptionGenerationStage)
         if caption is not None:
             # The engine builds pixel values in the dtype the preparation stage names.
             caption = dataclasses.replace(caption, preprocess_dtype=prepare.preprocess_dtype)

@@ -26,6 +26,22 @@ class EngineUnavailable(EngineError):
 
 
 @dataclass(frozen=True)
+class EndpointSpec:
+    """An OpenAI-compatible server a model stage sends its requests to (engines/endpoint.py).
+
+    Holds the *name* of the environment variable with the API key, never the key."""
+
+    url: str  # base URL, e.g. http://host:8000/v1
+    model: str  # the served model name
+    video: str = "mp4"  # captions: "mp4" (the window mp4 as a video_url) or "frames" (the sampled frames as images)
+    api_key_env: str = ""
+    slots: int = 4  # requests in flight from one worker
+    timeout_s: float = 120.0
+    max_retries: int = 6  # answered failures (429, 5xx, timeouts) of one request before its window fails
+    breaker_s: float = 300.0  # the job stops after this long without any success
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     """Everything that identifies one loaded engine; equal configs share it."""
 
@@ -38,6 +54,7 @@ class EngineConfig:
     preprocess_dtype: str = "float32"
     batch_size: int = 16  # transformers: windows per forward pass
     vllm_kwargs: str = ""  # JSON of vllm.LLM arguments that override daskcap's (vLLM only)
+    endpoint: EndpointSpec | None = None  # a server instead of an in-process model
 
 
 @dataclass(frozen=True)
@@ -51,10 +68,11 @@ class LoadedModel:
 @dataclass(frozen=True)
 class VideoRequest:
     request_id: str
-    frames: np.ndarray  # (T, H, W, 3) uint8, already at the model grid
+    frames: np.ndarray | None  # (T, H, W, 3) uint8, already at the model grid (None: an endpoint takes ``mp4``)
     sampled_fps: float  # frames per second of the sampled frames
     prompt: str
     max_tokens: int
+    mp4: bytes | None = None  # the window's own mp4, for an endpoint that takes video files
 
 
 @dataclass(frozen=True)
@@ -69,7 +87,7 @@ class Generation:
     text: str
     prompt_tokens: int
     output_tokens: int
-    finish_reason: str  # "stop", or "length" when cut at max_tokens
+    finish_reason: str  # "stop", "length" when cut at max_tokens, "content_filter" when a server refused or filtered it
 
 
 class Engine(ABC):

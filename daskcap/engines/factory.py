@@ -11,7 +11,12 @@ from daskcap.engines.weights import ensure_local, model_family
 
 
 def build_engine(config: EngineConfig) -> Engine:
-    """Load ``config``'s model (downloading it once per node if needed) in its backend."""
+    """Load ``config``'s model (downloading it once per node if needed) in its backend, or
+    connect to its endpoint."""
+    if config.endpoint is not None:
+        from daskcap.engines.endpoint import EndpointEngine
+
+        return EndpointEngine(config)
     path = ensure_local(config.model, config.model_dir)
     model = LoadedModel(str(path), model_family(path))
     if resolve_backend(config.backend) == "vllm":

@@ -77,7 +77,18 @@ class EngineHost(WorkerPlugin):
 
     def serve(self, config: EngineConfig, call, requests: list, alone: bool = False) -> dict:
         """``call(engine, requests)`` through this engine's queue, batched with other tasks'
-        requests unless ``alone``; results by request id, or the call's exception."""
+        requests unless ``alone``; results by request id, or the call's exception. An endpoint
+        engine is thread-safe and bounds its own requests in flight: each task calls it directly,
+        so no task waits for another's slowest request."""
+        if config.endpoint is not None:
+            engine = self.engine(config)
+            started = time.perf_counter()
+            try:
+                results = call(engine, requests)
+            finally:
+                self.count(**{f"{config.role}_endpoint_{name}": n for name, n in engine.drain().items()})
+            self.record(config.role, results.values(), time.perf_counter() - started)
+            return results
         with self._lock:
             batcher = self.batchers.get(config.role)
             if batcher is None or batcher.config != config:

@@ -106,13 +106,27 @@ class Job:
 
     @property
     def needs_engines(self) -> bool:
+        """Model stages run: partitions go prepare -> model stages -> write (run/stream.py)."""
         return self.caption is not None or self.enhance is not None
+
+    @property
+    def needs_engine_workers(self) -> bool:
+        """A model stage runs in process, on engine workers (an endpoint's runs on CPU workers)."""
+        return any(stage is not None and stage.endpoint is None for stage in (self.caption, self.enhance))
+
+    @property
+    def endpoint_stages(self) -> dict:
+        """``{"caption" | "enhance": stage}`` for the stages that send to an endpoint."""
+        return {role: stage for role, stage in (("caption", self.caption), ("enhance", self.enhance))
+                if stage is not None and stage.endpoint is not None}
 
 
 # --- the configuration and its hash ---------------------------------------------------------------
 
 # Settings that change no output byte: left out of the hash so they may differ on a rerun.
-_NEUTRAL_KEYS = {"verbose", "num_cpus_per_worker", "caption_batch_size", "model_batch_size", "max_workers", "log_stats"}
+_NEUTRAL_KEYS = {"verbose", "num_cpus_per_worker", "caption_batch_size", "model_batch_size", "max_workers", "log_stats",
+                 # how hard an endpoint is pushed and by which key: the answers are the same
+                 "endpoint_api_key_env", "endpoint_max_concurrency", "endpoint_timeout_s", "endpoint_max_retries", "endpoint_breaker_s"}
 # Fields kept for NeMo Curator's signatures that nothing reads (the stage: the fields).
 _NEUTRAL_FIELDS = {
     "writer": {"generate_captions", "generate_embeddings", "embedding_algorithm"},
@@ -160,7 +174,7 @@ def check_models(job: Job, options: ClusterOptions) -> list[str]:
     """Problems with the model stages, found before any video is read."""
     problems = []
     for stage in (job.caption, job.enhance):
-        if stage is None:
+        if stage is None or stage.endpoint is not None:  # an endpoint's model is the server's (resolve_endpoints)
             continue
         problems += [f"{type(stage).__name__}: {p}" for p in check_available(stage.model_name, stage.model_dir)]
         if stage.fp8:
@@ -172,3 +186,33 @@ def check_models(job: Job, options: ClusterOptions) -> list[str]:
                     "(the only one available here) would silently run full precision"
                 )
     return problems
+
+
+def resolve_endpoints(job: Job) -> Job:
+    """``job`` with each endpoint stage's served model name, asked of its server (``/models``)
+    when not given; UsageError, one line per problem, when a server cannot be reached, refuses
+    the API key or does not serve the model. Runs before any video is read."""
+    import dataclasses
+
+    from daskcap.engines.endpoint import EndpointDown, api_key, display_url, served_models
+
+    problems, stages = [], {}
+    for role, stage in job.endpoint_stages.items():
+        name = type(stage).__name__
+        try:
+            served = served_models(stage.endpoint, api_key(stage.endpoint_api_key_env or ""))
+        except EndpointDown as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        if stage.model is None and len(served) != 1:
+            flag = "--captioning-model" if role == "caption" else "--enhance-captions-model"
+            problems.append(f"{name}: the endpoint {display_url(stage.endpoint)} serves {len(served)} models "
+                            f"({', '.join(served) or 'none'}); name one with {flag}")
+        elif stage.model is not None and stage.model not in served:
+            problems.append(f"{name}: the endpoint {display_url(stage.endpoint)} does not serve {stage.model!r} "
+                            f"(it serves {', '.join(served) or 'none'})")
+        else:
+            stages[role] = dataclasses.replace(stage, model=stage.model or served[0])
+    if problems:
+        raise UsageError("\n".join(problems))
+    return dataclasses.replace(job, **stages)

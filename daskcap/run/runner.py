@@ -22,7 +22,7 @@ from distributed import Client
 from daskcap.engines.host import EngineHost, worker_stats
 from daskcap.meter import process_peak_rss
 from daskcap.run.cluster import check_cluster, connect, workers_by_kind
-from daskcap.run.job import ClusterOptions, Job, UsageError, check_models, config_hash, job_config
+from daskcap.run.job import ClusterOptions, Job, UsageError, check_models, config_hash, job_config, resolve_endpoints
 from daskcap.run.listing import InputListing, KnownShards, Listing
 from daskcap.run.progress import Progress
 from daskcap.run.state import OutputState, output_lock, prepare_output
@@ -115,6 +115,7 @@ def check(run: RunState, held: contextlib.ExitStack) -> None:
         problems.append(overlap)
     if problems:
         raise UsageError("\n".join(problems))
+    run.job = job = resolve_endpoints(job)  # the served model names, and the keys tried, before any work
     run.config = job_config(job, run.options)
     run.config_hash = config_hash(run.config)
     held.enter_context(output_lock(job.writer))
@@ -137,10 +138,10 @@ def check(run: RunState, held: contextlib.ExitStack) -> None:
 def connected(run: RunState) -> Iterator[Client]:
     """A client to the job's cluster, checked, with its workers sorted by kind."""
     connecting = time.time()
-    with connect(run.options, run.job.needs_engines) as client:
+    with connect(run.options, run.job.needs_engine_workers) as client:
         run.cluster_start_s = time.time() - connecting
         if run.options.scheduler:
-            problems = check_cluster(client, run.options, run.job.needs_engines)
+            problems = check_cluster(client, run.options, run.job.needs_engine_workers)
             if problems:
                 raise UsageError("\n".join(problems))
         run.cpu_workers, run.engine_workers = workers_by_kind(client)
@@ -183,7 +184,7 @@ def stream(run: RunState, client: Client) -> None:
         windows_per_partition=run.options.windows_per_partition,
         # With models, partitions are spread over the engines, not the CPU workers: a
         # partition is one engine call, and small ones starve the GPU of batches.
-        plan_over=max(1, len(run.engine_workers)) if job.needs_engines else n_workers,
+        plan_over=max(1, len(run.engine_workers)) if job.needs_engine_workers else n_workers,
         retry_failed=run.retry_failed, progress=run.progress, started=run.started,
     )
     run.shard_stats = run.streamer.run(

@@ -85,7 +85,17 @@ class StreamRunner:
         n_cpu = max(1, len(cpu_workers) or len(engine_workers))
         # With models, partitions in flight: a few per engine worker (the engines set the pace).
         # Without, Dask's queue hands out a shard's partitions (a few per worker thread).
-        self.max_in_flight = max(2, 4 * len(engine_workers))
+        self.max_in_flight = max(2, 4 * len(engine_workers)) if job.needs_engine_workers else 2
+        # An endpoint's requests go from the first few CPU workers (request workers), each with an
+        # equal share of the job-wide bound; enough partitions are in flight to fill every slot
+        # while each CPU worker prepares one more.
+        self.request_slots: dict[str, int] = {}
+        self.request_workers: dict[str, list[str]] = {}
+        for role, stage in job.endpoint_stages.items():
+            bound = stage.endpoint_max_concurrency
+            self.request_workers[role] = cpu_workers[:bound]
+            self.request_slots[role] = max(1, bound // max(1, len(self.request_workers[role])))
+            self.max_in_flight = max(self.max_in_flight, -(-bound // windows_per_partition) + n_cpu)
         self.probe_pieces = 4 * n_cpu
         self.run_id = uuid.uuid4().hex[:8]  # fresh keys: reused keys keep their old placement
         self.in_flight = 0
@@ -152,15 +162,25 @@ class StreamRunner:
         # The plan is copied once to each worker that prepares a partition of its shard.
         prepared = self.client.compute(shard.graphs.pop(partition), optimize_graph=False, **on)
         # Only the model's columns travel to the engine worker and back; the rest stays put.
-        future = submit(tasks.model_inputs, prepared, key=self._key("inputs", shard.number, partition), pure=False, **on)
-        # A share of the engine worker's one GPU: a few model tasks run there at once and
-        # their requests share the engine's calls (engines/host.py).
-        engine = {"resources": {ENGINE_RESOURCE: 1 / ENGINE_TASK_SLOTS}, "pure": False}
-        if job.caption is not None:
-            future = submit(tasks.caption_task, future, job.caption, key=self._key("caption", shard.number, partition), **engine)
-        if job.enhance is not None:
-            future = submit(tasks.enhance_task, future, job.enhance, key=self._key("enhance", shard.number, partition), **engine)
+        with_mp4 = job.caption is not None and job.caption.endpoint is not None and job.caption.endpoint_video == "mp4"
+        future = submit(tasks.model_inputs, prepared, with_mp4, key=self._key("inputs", shard.number, partition), pure=False, **on)
+        for role, stage, task in (("caption", job.caption, tasks.caption_task), ("enhance", job.enhance, tasks.enhance_task)):
+            if stage is not None:
+                future = submit(task, future, stage, self.request_slots.get(role), key=self._key(role, shard.number, partition),
+                                pure=False, **self._model_placement(role, worker))
         return submit(tasks.write_captioned_task, prepared, future, job, key=self._key("write", shard.number, partition), pure=False, **on)
+
+    def _model_placement(self, role: str, worker: str | None) -> dict:
+        """Where a model stage's task runs: on a share of an engine worker's one GPU (a few
+        model tasks run there at once and their requests share the engine's calls,
+        engines/host.py); for an endpoint, on a request worker (the partition's own when it is
+        one), which holds no GPU."""
+        if role not in self.request_workers:
+            return {"resources": {ENGINE_RESOURCE: 1 / ENGINE_TASK_SLOTS}}
+        chosen = self.request_workers[role]
+        if not chosen:
+            return self.on_cpu
+        return self._on(worker if worker in chosen else min(chosen, key=lambda w: self.load.get(w, 0)))
 
     # --- the loop ----------------------------------------------------------------------------------
 

@@ -55,6 +55,20 @@ def engine_totals(workers: dict) -> dict:
 
 
 
+def endpoint_totals(job, workers: dict) -> dict:
+    """Per endpoint stage: where it sent (no credentials), which model, and the requests,
+    retries and failed requests summed over the workers that sent them."""
+    from daskcap.engines.endpoint import display_url
+
+    totals = {}
+    for role, stage in job.endpoint_stages.items():
+        counts = {name: sum(w.get(f"{role}_endpoint_{key}", 0) for w in workers.values())
+                  for name, key in (("requests", "requests"), ("retries", "retries"), ("failed_requests", "failed"))}
+        totals[role] = {"url": display_url(stage.endpoint), "model": stage.model_name, "max_concurrency": stage.endpoint_max_concurrency,
+                        **({"video": stage.endpoint_video} if role == "caption" else {}), **counts}
+    return totals
+
+
 def merge_shards(stats: list[dict]) -> dict:
     """One summary's counts from the shards' counts."""
     total: dict = {"videos": {}, "windows": {}, "clips": 0, "partitions": 0, "partitions_computed": 0, "failed_partitions": [],
@@ -129,6 +143,7 @@ def build_summary(run) -> dict:
         },
         "workers": run.workers,
         **({"engines": engine_totals(run.workers)} if job.needs_engines else {}),
+        **({"endpoints": endpoint_totals(job, run.workers)} if job.endpoint_stages else {}),
         **(total["flags"] if job.check is not None else {}),
         **({"below_preview": total["below_preview"]} if job.preview is not None else {}),
         "config": run.config,

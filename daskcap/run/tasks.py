@@ -32,21 +32,31 @@ def prepare_partition(clips: pd.DataFrame, job) -> pd.DataFrame:
     return timed(clips, "prepare", functools.partial(prepare_windows, preview=job.preview), job.prepare)
 
 
-def caption_task(frame: pd.DataFrame, params: CaptionGenerationStage) -> pd.DataFrame:
-    """On an engine worker: caption one partition's model inputs with this worker's
-    persistent engine. The sampled frames are not sent back: the write takes them, when
-    the output keeps them, from the prepared partition."""
+def _model_handle(params, slots: int | None):
+    """This worker's engine for ``params``. A stage with an endpoint waits on a server, not on
+    this worker: its task leaves the worker's thread pool (secede) so the worker prepares the
+    next partitions meanwhile; its requests in flight are bounded by ``slots``."""
+    if params.endpoint is not None:
+        from distributed import secede
+
+        secede()
     host = current_host()
-    handle = host.handle(params.engine_config())
+    return host, host.handle(params.engine_config(slots))
+
+
+def caption_task(frame: pd.DataFrame, params: CaptionGenerationStage, slots: int | None = None) -> pd.DataFrame:
+    """On an engine worker (or, for an endpoint, a CPU worker): caption one partition's model
+    inputs with this worker's persistent engine. The sampled frames and window mp4s are not
+    sent back: the write takes them, when the output keeps them, from the prepared partition."""
+    host, handle = _model_handle(params, slots)
     result = timed(frame, "caption", lambda f, p: caption_windows(f, p, handle), params)
     host.count(partitions_captioned=1, windows_captioned=int(result["caption"].notna().sum()))
     result["sampled_frames"] = None
-    return result
+    return result.drop(columns=["window_mp4"], errors="ignore")
 
 
-def enhance_task(frame: pd.DataFrame, params: CaptionEnhancementStage) -> pd.DataFrame:
-    host = current_host()
-    handle = host.handle(params.engine_config())
+def enhance_task(frame: pd.DataFrame, params: CaptionEnhancementStage, slots: int | None = None) -> pd.DataFrame:
+    host, handle = _model_handle(params, slots)
     result = timed(frame, "enhance", lambda f, p: enhance_windows(f, p, handle), params)
     host.count(windows_enhanced=int(result["enhanced_caption"].notna().sum()))
     return result
@@ -62,10 +72,10 @@ MODEL_COLUMNS = [
 ]
 
 
-def model_inputs(prepared: pd.DataFrame) -> pd.DataFrame:
-    """The model's part of a prepared partition (ids, sampled frames, prompt): the window
-    mp4s and previews stay on the CPU worker that made them."""
-    inputs = prepared[MODEL_COLUMNS].copy()
+def model_inputs(prepared: pd.DataFrame, with_mp4: bool = False) -> pd.DataFrame:
+    """The model's part of a prepared partition (ids, sampled frames, prompt; the window mp4s
+    too for an endpoint that takes them): previews stay on the CPU worker that made them."""
+    inputs = prepared[MODEL_COLUMNS + (["window_mp4"] if with_mp4 else [])].copy()
     inputs.attrs = dict(prepared.attrs)
     return inputs
 

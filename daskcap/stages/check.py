@@ -203,7 +203,7 @@ def text_flags(text: str, finish_reason: str | None, params: CaptionCheckStage, 
     tokens = words(text)
     if is_repetitive(tokens, params.repetition_ngram, params.repetition_share):
         flags.append(REPETITIVE)
-    if is_refusal(text):
+    if is_refusal(text) or finish_reason == "content_filter":  # a server's refusal or content filter (engines/endpoint.py)
         flags.append(REFUSAL)
     if english_expected and params.check_language and is_not_english(text, tokens):
         flags.append(NOT_ENGLISH)
