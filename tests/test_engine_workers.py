@@ -34,7 +34,7 @@ def test_engine_workers_go_round_the_gpus_each_with_its_own_first():
 
 def test_an_engine_worker_without_gpus_gets_no_device_and_a_share_of_the_machines_memory():
     options = engine_worker_options(0, 2, [])
-    assert options["env"] == {} and options["resources"] == {"GPU": 1}
+    assert "CUDA_VISIBLE_DEVICES" not in options["env"] and options["resources"] == {"GPU": 1}
     assert options["memory_limit"] == MEMORY_LIMIT // 2  # not one core's share: a model is loaded there
     assert "cpu_affinity" not in options
 

@@ -34,16 +34,23 @@ from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationSta
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1500)]
 
-ENGINE_CORE = "EngineCore"  # vLLM names its engine process VLLM::EngineCore
+# Every process this module starts (engine workers, vLLM's EngineCore and its workers) inherits
+# this tag, so the checks below see this module's vLLM processes and no one else's.
+TAG = f"{os.getpid()}-{time.time_ns()}"
+os.environ["DASKCAP_VLLM_TEST_TAG"] = TAG
 
 
 def vllm_processes() -> list[psutil.Process]:
-    """This machine's vLLM engine processes (and their workers)."""
+    """The live vLLM processes (EngineCore, its workers) started from this test module."""
     found = []
-    for process in psutil.process_iter(["name", "cmdline"]):
-        text = " ".join([process.info["name"] or "", *(process.info["cmdline"] or [])])
-        if ENGINE_CORE in text or "VLLM::" in text:
-            found.append(process)
+    for process in psutil.process_iter(["name", "status"]):
+        if not (process.info["name"] or "").startswith("VLLM::") or process.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            if process.environ().get("DASKCAP_VLLM_TEST_TAG") == TAG:
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
     return found
 
 
@@ -264,3 +271,76 @@ def test_enhancement_through_vllm_in_an_engine_worker(tiny_models):
     assert first["enhanced_caption"].tolist() == second["enhanced_caption"].tolist()  # deterministic
     assert {str(tiny_models["lm"]): 1} in loads  # one engine, loaded once, served both partitions
     assert not wait_gone(), "vLLM processes outlived the worker"
+
+
+# --- Qwen3-VL ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen3_vl(tmp_path_factory) -> Path:
+    """A Qwen3-VL-shaped model (random weights: it says nothing useful) saved as a real
+    checkpoint is: config, weights, tokenizer with chat template, and the image and video
+    processor configs Qwen3-VL checkpoints ship (16-px patches, mean/std 0.5)."""
+    import torch
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    from daskcap.engines.tiny.text import SPECIAL_TOKENS, build_tokenizer
+
+    path = tmp_path_factory.mktemp("qwen3-vl")
+    tokenizer = build_tokenizer(TrainingPlan().vocab_size)
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    config = Qwen3VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 32, "max_position_embeddings": 32768,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [4, 6, 6], "mrope_interleaved": True},
+            "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 16, "spatial_merge_size": 2,
+            "temporal_patch_size": 2, "out_hidden_size": 64, "num_position_embeddings": 256, "deepstack_visual_indexes": [0],
+        },
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(0)
+    Qwen3VLForConditionalGeneration(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    common = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
+              "processor_class": "Qwen3VLProcessor"}
+    # Small pixel caps: vLLM profiles its start-up with a dummy input at the cap.
+    (path / "preprocessor_config.json").write_text(json.dumps(
+        {**common, "size": {"shortest_edge": 65536, "longest_edge": 1048576}, "image_processor_type": "Qwen2VLImageProcessorFast"}))
+    (path / "video_preprocessor_config.json").write_text(json.dumps(
+        {**common, "size": {"shortest_edge": 4096, "longest_edge": 3145728}, "video_processor_type": "Qwen3VLVideoProcessor",
+         "fps": 2.0, "do_sample_frames": False}))
+    return path
+
+
+def test_qwen3_vl_through_the_same_path(tiny_qwen3_vl):
+    """Windows at Qwen3-VL's grid (sides of 32 px) through the vLLM engine as a Qwen3-VL
+    checkpoint: every window gets its generation, with the frames' vision tokens counted."""
+    from daskcap.engines.vllm_engine import VllmEngine
+    from daskcap.engines.weights import model_family
+    from daskcap.video.windows import QWEN3_VL
+
+    assert model_family(tiny_qwen3_vl) == "qwen3-vl"
+    rng = np.random.default_rng(5)
+    requests = []
+    for i, (width, height, seconds) in enumerate([(320, 240, 2.0), (640, 360, 4.0)]):
+        frames, fps = window_frames(synthetic.random_square(rng), width, height, 30, seconds, grid=QWEN3_VL)
+        assert frames.shape[1] % 32 == 0 and frames.shape[2] % 32 == 0
+        requests.append(VideoRequest(str(i), frames, fps, prompts.CAPTION_PROMPTS["default"], 8))
+    engine = VllmEngine(EngineConfig(str(tiny_qwen3_vl), "", backend="vllm"), LoadedModel(str(tiny_qwen3_vl), "qwen3-vl"))
+    try:
+        results = engine.caption(requests)
+    finally:
+        engine.close()
+    print({k: v for k, v in results.items()})
+    for request in requests:
+        generation = results[request.request_id]
+        frames = request.frames.shape
+        vision_tokens = frames[0] // 2 * (frames[1] // 32) * (frames[2] // 32)
+        assert generation.output_tokens >= 1
+        assert generation.prompt_tokens > vision_tokens  # the frames reached the model as vision tokens
+    assert not wait_gone()
