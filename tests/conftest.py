@@ -38,7 +38,9 @@ def stamped(tmp_path_factory):
     return make
 
 
-TINY_MODELS = Path(__file__).resolve().parent.parent / "data" / "tiny-models"  # shared with `make demo`
+# Shared with `make demo`. `make test-vllm` keeps its own (DASKCAP_TINY_MODELS): the build is
+# keyed on the library versions, and that venv's differ, so one folder would be retrained by turns.
+TINY_MODELS = Path(os.environ.get("DASKCAP_TINY_MODELS") or Path(__file__).resolve().parent.parent / "data" / "tiny-models")
 TINY_MODELS_BUILD_S = 900  # what one test may take when it is the one that trains them
 
 

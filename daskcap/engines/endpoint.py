@@ -176,6 +176,8 @@ class _Breaker:
 class EndpointEngine(Engine):
     """Requests to one OpenAI-compatible server; thread-safe, so tasks share it without a batcher."""
 
+    backend = "endpoint"
+
     def __init__(self, config: EngineConfig):
         spec = config.endpoint
         super().__init__(config, LoadedModel(display_url(spec.url), "endpoint"))

@@ -55,6 +55,8 @@ def video_inputs(tokenizer, requests: Sequence[VideoRequest]) -> tuple[list[str]
 
 
 class TransformersEngine(Engine):
+    backend = "transformers"
+
     def __init__(self, config: EngineConfig, model: LoadedModel):
         super().__init__(config, model)
         if config.fp8:

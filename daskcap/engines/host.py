@@ -52,6 +52,7 @@ class EngineHost(WorkerPlugin):
         self.model_load_s: Counter = Counter()
         self.counters: Counter = Counter()
         self.load_failures: Counter = Counter()  # per engine config, in a row
+        self.backends: dict[str, str] = {}  # role -> the backend that last loaded it ("vllm 0.32.0")
         self.last_load_error = ""
         self._lock = threading.Lock()
         # Engines are not thread-safe (vLLM's LLM.generate is not): one thread per engine
@@ -127,6 +128,7 @@ class EngineHost(WorkerPlugin):
                 raise
             self.load_failures[config] = 0
             self.engines[config.role] = (config, engine)
+            self.backends[config.role] = engine.describe()
             self.model_loads[config.model] += 1
             self.model_load_s[config.model] += time.perf_counter() - started
             return engine
@@ -158,7 +160,7 @@ class EngineHost(WorkerPlugin):
         })
 
     def stats(self) -> dict:
-        return {"model_loads": dict(self.model_loads), "model_load_s": dict(self.model_load_s), **dict(self.counters)}
+        return {"model_loads": dict(self.model_loads), "model_load_s": dict(self.model_load_s), "engine_backends": dict(self.backends), **dict(self.counters)}
 
 
 class EngineHandle:

@@ -27,6 +27,7 @@ from daskcap.engines.base import (
     cuda_visible,
 )
 from daskcap.engines.chat import render, text_messages, video_messages
+from daskcap.engines.vision import video_grid, video_token_count
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +98,17 @@ def llm_kwargs(config: EngineConfig, model: LoadedModel) -> dict:
         kwargs["max_num_batched_tokens"] = MAX_MODEL_LEN
         kwargs["limit_mm_per_prompt"] = {"image": 0, "video": 1}
         kwargs["mm_processor_cache_gb"] = 0 if config.disable_mmcache else 4
+    if not cuda_visible():
+        # vLLM's CPU backend: eager, as CUDA graphs do not exist there and compiling for
+        # the CPU costs minutes of start-up.
+        kwargs["enforce_eager"] = True
     # Text models keep the context length their config declares. The user's settings win
     # (NeMo Curator passes both and fails with a duplicate keyword).
-    if config.vllm_kwargs:
-        kwargs.update(json.loads(config.vllm_kwargs))
+    user = json.loads(config.vllm_kwargs) if config.vllm_kwargs else {}
+    if "max_model_len" in user and "max_num_batched_tokens" not in user and "max_num_batched_tokens" in kwargs:
+        # One step must still hold the longest prompt the model takes.
+        kwargs["max_num_batched_tokens"] = max(int(user["max_model_len"]), 2048)
+    kwargs.update(user)
     return kwargs
 
 
@@ -108,24 +116,30 @@ def sampling_kwargs(max_tokens: int) -> dict:
     return {"temperature": TEMPERATURE, "top_p": TOP_P, "repetition_penalty": REPETITION_PENALTY, "max_tokens": max_tokens, "seed": 0}
 
 
-def video_prompt(tokenizer, request: VideoRequest) -> dict:
-    """One vLLM prompt: rendered chat text plus the pre-sampled frames and their metadata.
-
-    ``do_sample_frames=False`` and the metadata stop vLLM's processor from
-    sampling the frames again; they are already the window's sampled frames.
-    """
-    frames = request.frames
-    count = int(frames.shape[0])
-    metadata = {
+def video_metadata(request: VideoRequest) -> dict:
+    """What vLLM's Qwen-VL processor needs to take the frames as they are: they are the
+    window's sampled frames (no sampling again), spaced ``1 / sampled_fps`` apart."""
+    count = int(request.frames.shape[0])
+    return {
         "fps": float(request.sampled_fps),
         "frames_indices": list(range(count)),
         "total_num_frames": count,
         "duration": count / float(request.sampled_fps),
+        "video_backend": "daskcap",
         "do_sample_frames": False,
     }
+
+
+def video_prompt(tokenizer, request: VideoRequest) -> dict:
+    """One vLLM prompt: rendered chat text plus the pre-sampled frames and their metadata.
+
+    ``do_sample_frames=False`` and the metadata stop vLLM's processor from
+    sampling the frames again; they are already at the model grid, so its resize
+    keeps them as they are.
+    """
     return {
         "prompt": render(tokenizer, video_messages(request.prompt)),
-        "multi_modal_data": {"video": (np.ascontiguousarray(frames), metadata)},
+        "multi_modal_data": {"video": (np.ascontiguousarray(request.frames), video_metadata(request))},
         "mm_processor_kwargs": {"do_sample_frames": False},
     }
 
@@ -137,15 +151,34 @@ def text_prompt(tokenizer, request: TextRequest) -> dict:
 def to_generation(output) -> Generation:
     """A vLLM ``RequestOutput`` as a Generation."""
     completion = output.outputs[0]
+    tokens = len(completion.token_ids)
+    if completion.finish_reason == "stop" and completion.stop_reason is None and tokens:
+        tokens -= 1  # the end-of-turn token it stopped at: not counted, as the transformers engine counts
     return Generation(
         text=completion.text.strip(),
         prompt_tokens=len(output.prompt_token_ids or []),
-        output_tokens=len(completion.token_ids),
+        output_tokens=tokens,
         finish_reason="length" if completion.finish_reason == "length" else "stop",
     )
 
 
+def prompt_tokens(tokenizer, family: str, prompt: dict, request) -> int | None:
+    """The tokens vLLM will count for this prompt, computed by daskcap: the rendered text's,
+    with the one video placeholder standing for ``prod(grid) / merge²`` visual tokens
+    (Qwen2.5-VL). None where daskcap does not count them itself (Qwen3-VL also writes
+    timestamps into the prompt)."""
+    text_tokens = len(tokenizer(prompt["prompt"], add_special_tokens=False)["input_ids"])
+    if not isinstance(request, VideoRequest):
+        return text_tokens
+    if family != "qwen2.5-vl":
+        return None
+    count, height, width, _ = request.frames.shape
+    return text_tokens - 1 + video_token_count(video_grid(count, height, width))
+
+
 class VllmEngine(Engine):
+    backend = "vllm"
+
     def __init__(self, config: EngineConfig, model: LoadedModel):
         super().__init__(config, model)
         try:
@@ -155,24 +188,56 @@ class VllmEngine(Engine):
         self._sampling = SamplingParams
         self.llm = LLM(**llm_kwargs(config, model))
         self.tokenizer = self.llm.get_tokenizer()
-        log.info("vLLM engine: %s", config.model)
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+        self.token_mismatches = 0  # prompts whose token count vLLM saw otherwise than daskcap
+        log.info("vLLM engine: %s (max_model_len %d)", config.model, self.max_model_len)
 
-    def _run(self, requests, prompts: list[dict]) -> dict[str, Generation]:
-        params = [self._sampling(**sampling_kwargs(r.max_tokens)) for r in requests]
-        # One call for the whole partition; LLM.generate returns its outputs in
-        # submission order, which we turn into a mapping by request id here.
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        if len(outputs) != len(requests):
-            raise EngineError(f"vLLM returned {len(outputs)} outputs for {len(requests)} requests")
-        return {request.request_id: to_generation(output) for request, output in zip(requests, outputs, strict=True)}
+    def _run(self, requests: list, prompts: list[dict]) -> dict[str, Generation | str]:
+        """One ``LLM.generate`` call for every request that fits the model; the others map to
+        why they do not (vLLM would refuse the whole call for one of them)."""
+        results: dict[str, Generation | str] = {}
+        expected: dict[str, int | None] = {}
+        kept, kept_prompts = [], []
+        for request, prompt in zip(requests, prompts, strict=True):
+            tokens = expected[request.request_id] = prompt_tokens(self.tokenizer, self.family, prompt, request)
+            if tokens is not None and tokens >= self.max_model_len:
+                results[request.request_id] = (
+                    f"the prompt is {tokens} tokens and the model's length is {self.max_model_len}: "
+                    "fewer or smaller frames (--max-frames, a shorter window) or a larger max_model_len (--vllm-kwargs)"
+                )
+                continue
+            kept.append(request)
+            kept_prompts.append(prompt)
+        if not kept:
+            return results
+        params = [self._sampling(**sampling_kwargs(r.max_tokens)) for r in kept]
+        # One call for everything waiting (this partition's and other tasks' windows); vLLM
+        # batches them continuously. Outputs come in submission order: mapped by id here.
+        outputs = self.llm.generate(kept_prompts, params, use_tqdm=False)
+        if len(outputs) != len(kept):
+            raise EngineError(f"vLLM returned {len(outputs)} outputs for {len(kept)} requests")
+        for request, output in zip(kept, outputs, strict=True):
+            generation = results[request.request_id] = to_generation(output)
+            wanted = expected[request.request_id]
+            if wanted is not None and wanted != generation.prompt_tokens:
+                self.token_mismatches += 1
+                log.warning("vLLM counted %d prompt tokens where daskcap counted %d (%s)", generation.prompt_tokens, wanted, request.request_id)
+        return results
 
-    def caption(self, requests: list[VideoRequest]) -> dict[str, Generation]:
+    def caption(self, requests: list[VideoRequest]) -> dict[str, Generation | str]:
         if self.family == "qwen-text":
             raise EngineError(f"{self.config.model} is a text model; captions need a vision-language model")
         return self._run(requests, [video_prompt(self.tokenizer, r) for r in requests])
 
-    def complete(self, requests: list[TextRequest]) -> dict[str, Generation]:
+    def complete(self, requests: list[TextRequest]) -> dict[str, Generation | str]:
         return self._run(requests, [text_prompt(self.tokenizer, r) for r in requests])
 
     def close(self) -> None:
-        del self.llm
+        """Stop vLLM's EngineCore process (and its workers) now, not when the garbage
+        collector gets to it: a replaced or failed engine must not hold memory or outlive
+        the worker."""
+        llm, self.llm = self.llm, None
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        finally:
+            del llm

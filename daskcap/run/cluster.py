@@ -39,13 +39,16 @@ def engine_worker_options(index: int, engine_workers: int, gpus: list[str]) -> d
 
     # Several model tasks at once: their requests share the engine's batches (engines/host.py).
     options: dict = {
-        "resources": {ENGINE_RESOURCE: 1}, "memory_limit": MEMORY_LIMIT // engine_workers, "env": {},
+        "resources": {ENGINE_RESOURCE: 1}, "memory_limit": MEMORY_LIMIT // engine_workers,
+        # vLLM logs every start-up step at INFO, from each of its processes, onto the job's
+        # console; its warnings and errors still show (set VLLM_LOGGING_LEVEL to see more).
+        "env": {} if "VLLM_LOGGING_LEVEL" in os.environ else {"VLLM_LOGGING_LEVEL": "WARNING"},
         "nthreads": ENGINE_TASK_SLOTS, "config": {"distributed": {"worker": {"daemon": False}}},
     }
     if not gpus:
         return options
     first = index % len(gpus)
-    options["env"] = {"CUDA_VISIBLE_DEVICES": ",".join(gpus[first:] + gpus[:first])}
+    options["env"]["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[first:] + gpus[:first])
     try:
         from dask_cuda.utils import get_cpu_affinity
     except ImportError:

@@ -18,7 +18,7 @@ def worker_summary(before: dict, after: dict, engine_workers: list[str]) -> dict
         previous = before.get(address, {})
         entry: dict = {"engine": address in engine_workers, "partitions_captioned": 0, "windows_captioned": 0, "windows_enhanced": 0}
         for name, value in stats.items():
-            if isinstance(value, dict):  # per model
+            if isinstance(value, dict) and all(isinstance(n, int | float) for n in value.values()):  # per model
                 grown = {model: round(n - previous.get(name, {}).get(model, 0), 3) for model, n in value.items()}
                 entry[name] = {model: n for model, n in grown.items() if n}
             elif isinstance(value, int | float) and not isinstance(value, bool) and not name.startswith("gpu_"):
@@ -39,7 +39,9 @@ def engine_totals(workers: dict) -> dict:
         if sums["generations"]:
             seconds, calls = sums["engine_s"], sums.pop("calls")
             tasks = sums.pop("call_tasks")
+            backends = sorted({w["engine_backends"][role] for w in workers.values() if role in w.get("engine_backends", {})})
             totals[role] = {
+                "backend": ", ".join(backends) or None,  # what ran: "vllm 0.32.0", "transformers 5.19.0"
                 **sums,
                 "engine_calls": calls,
                 # Requests the engine held at once on average, and the tasks they came from.

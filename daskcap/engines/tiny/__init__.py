@@ -1,10 +1,12 @@
 """Tiny Qwen models, built and briefly trained offline, saved like real checkpoints.
 
 ``daskcap tiny-models DIR`` writes ``DIR/vlm`` (a Qwen2.5-VL of a few hundred
-KB) and ``DIR/lm`` (a Qwen2 text model with head_dim 64, which vLLM's CPU
-backend needs), each with a byte-level BPE tokenizer trained here, Qwen's
-special tokens and a chat template with a video branch. daskcap loads them
-through exactly the code that loads real weights; only the weights differ.
+KB, with the preprocessor config vLLM builds its processors from) and ``DIR/lm``
+(a Qwen2 text model), each with a byte-level BPE tokenizer trained here, Qwen's
+special tokens and a chat template with a video branch. Their attention heads are
+32 and 64 wide, sizes vLLM's CPU backend takes. daskcap loads them through exactly
+the code that loads real weights, in the transformers engine and in vLLM; only the
+weights differ.
 
 They are trained for about a minute of CPU on synthetic clips
 (:mod:`daskcap.synthetic`: a coloured square moving over grey noise), so their

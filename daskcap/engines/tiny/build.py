@@ -24,13 +24,13 @@ def words_in(text: str) -> tuple[set[str], set[str]]:
     return tokens & set(COLOURS), tokens & set(DIRECTIONS)
 
 
-def evaluate(directory: Path, plan: TrainingPlan) -> dict:
-    """Held-out accuracy through the production engine: clips drawn from another seed."""
-    from daskcap.engines.base import EngineConfig, LoadedModel, TextRequest, VideoRequest
-    from daskcap.engines.hf_engine import TransformersEngine
+def evaluate(directory: Path, plan: TrainingPlan, backend: str = "transformers") -> dict:
+    """Held-out accuracy through a production engine (``backend``: transformers or vllm,
+    loaded as real weights are): clips drawn from another seed than training's."""
+    from daskcap.engines.base import EngineConfig, TextRequest, VideoRequest
+    from daskcap.engines.factory import build_engine
 
     rng = np.random.default_rng(10_000 + plan.seed)
-    vlm = TransformersEngine(EngineConfig(str(directory / "vlm"), "", batch_size=16), LoadedModel(str(directory / "vlm"), "qwen2.5-vl"))
     requests, truth = [], {}
     for i in range(plan.eval_windows):
         square = synthetic.random_square(rng)
@@ -38,14 +38,20 @@ def evaluate(directory: Path, plan: TrainingPlan) -> dict:
         frames, sampled_fps = window_frames(square, width, height, 30, float(rng.choice(WINDOW_SECONDS)))
         requests.append(VideoRequest(str(i), frames, sampled_fps, prompts.CAPTION_PROMPTS["default"], 32))
         truth[str(i)] = (square.colour, square.direction)
-    captions = vlm.caption(requests)
+    vlm = build_engine(EngineConfig(str(directory / "vlm"), "", backend=backend, batch_size=16))
+    try:
+        captions = vlm.caption(requests)
+        refined = vlm.caption([replace(r, prompt=prompts.stage2_prompt(None, captions[r.request_id].text)) for r in requests])
+    finally:
+        vlm.close()
     colour_ok = sum(words_in(captions[k].text)[0] == {c} for k, (c, _) in truth.items())
     direction_ok = sum(words_in(captions[k].text)[1] == {d} for k, (_, d) in truth.items())
-    refined = vlm.caption([replace(r, prompt=prompts.stage2_prompt(None, captions[r.request_id].text)) for r in requests])
     stage2_ok = sum(words_in(refined[k].text) == ({c}, {d}) for k, (c, d) in truth.items())
-    lm = TransformersEngine(EngineConfig(str(directory / "lm"), "", role="enhance", batch_size=32), LoadedModel(str(directory / "lm"), "qwen-text"))
-    texts = [TextRequest(k, prompts.enhance_prompt("default", None, g.text), 64) for k, g in captions.items()]
-    enhanced = lm.complete(texts)
+    lm = build_engine(EngineConfig(str(directory / "lm"), "", role="enhance", backend=backend, batch_size=32))
+    try:
+        enhanced = lm.complete([TextRequest(k, prompts.enhance_prompt("default", None, g.text), 64) for k, g in captions.items()])
+    finally:
+        lm.close()
     kept = sum(words_in(enhanced[k].text) == words_in(captions[k].text) for k in captions)
     return {
         "windows": plan.eval_windows,
@@ -54,7 +60,6 @@ def evaluate(directory: Path, plan: TrainingPlan) -> dict:
         "stage2_both_right": round(stage2_ok / plan.eval_windows, 3),
         "enhancement_keeps_words": round(kept / plan.eval_windows, 3),
     }
-
 
 
 def content_hash(plan: TrainingPlan) -> str:

@@ -25,16 +25,17 @@ class _Example:
     target: str
 
 
-def window_frames(square: synthetic.MovingSquare, width: int, height: int, fps: int, seconds: float):
-    """The frames the prepare stage would sample from such a clip, at the model grid, and their rate."""
+def window_frames(square: synthetic.MovingSquare, width: int, height: int, fps: int, seconds: float, grid=None):
+    """The frames the prepare stage would sample from such a clip, at the model grid
+    (``grid``: a ``video.windows.PixelGrid``, Qwen2.5-VL's by default), and their rate."""
     import av
 
     from daskcap.stages.clip_decode import RESIZE_INTERPOLATION
-    from daskcap.video.windows import frame_size_for_model, num_sampled_frames, sample_indices
+    from daskcap.video.windows import QWEN2_5_VL, frame_size_for_model, num_sampled_frames, sample_indices
 
     total = max(4, round(seconds * fps))
     count = num_sampled_frames(total, fps, 2.0)
-    grid_h, grid_w = frame_size_for_model(height, width, count)
+    grid_h, grid_w = frame_size_for_model(height, width, count, grid or QWEN2_5_VL)
     frames = []
     for index in sample_indices(0, total - 1, count):
         image = av.VideoFrame.from_ndarray(square.render(index / (total - 1), width, height, index), format="rgb24")

@@ -8,6 +8,11 @@ from daskcap.engines.tiny.text import SPECIAL_TOKENS
 
 VISION_HIDDEN = 32
 TEXT_HIDDEN = 64
+# The text heads are 32 wide: vLLM's CPU attention takes head sizes of 32, 64, 80, ...
+# and refuses 16 at the first generate. M-RoPE's sections (time, height, width) split
+# the rotary half of each head, so they sum to 16.
+TEXT_HEADS = 2
+MROPE_SECTION = [4, 6, 6]
 
 
 def build_vlm(tokenizer):
@@ -20,10 +25,10 @@ def build_vlm(tokenizer):
             "hidden_size": TEXT_HIDDEN,
             "intermediate_size": 2 * TEXT_HIDDEN,
             "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
+            "num_attention_heads": TEXT_HEADS,
+            "num_key_value_heads": TEXT_HEADS,
             "max_position_embeddings": 32768,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": MROPE_SECTION},
             "bos_token_id": ids["<|endoftext|>"],
             "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],
