@@ -69,7 +69,7 @@ def plain_vllm(output: Path, models: Path) -> dict:
     import pandas as pd
     from vllm import LLM, SamplingParams
 
-    from daskcap.engines.base import EngineConfig, LoadedModel
+    from daskcap.engines.base import EngineConfig, LoadedModel, cuda_visible
     from daskcap.engines.vllm_engine import llm_kwargs, sampling_kwargs, video_prompt
     from daskcap.stages.caption import _video_request
 
@@ -80,7 +80,7 @@ def plain_vllm(output: Path, models: Path) -> dict:
     llm = LLM(**llm_kwargs(EngineConfig(path, "", backend="vllm"), LoadedModel(path, "qwen2.5-vl")))
     load_s = time.perf_counter() - started
     prompts = [video_prompt(llm.get_tokenizer(), r) for r in requests]
-    params = [SamplingParams(**sampling_kwargs(r.max_tokens)) for r in requests]
+    params = [SamplingParams(**sampling_kwargs(r.max_tokens, seeded=cuda_visible())) for r in requests]
     started = time.perf_counter()
     outputs = llm.generate(prompts, params, use_tqdm=False)
     generate_s = time.perf_counter() - started

@@ -199,6 +199,7 @@ def test_vllm_engine_arguments(tiny_models):
     text = llm_kwargs(EngineConfig(model="m", model_dir="d"), LoadedModel(str(tiny_models["lm"]), "qwen-text"))
     assert text["quantization"] is None and "limit_mm_per_prompt" not in text and "max_model_len" not in text
     assert sampling_kwargs(77) == {"temperature": 0.1, "top_p": 0.001, "repetition_penalty": 1.05, "max_tokens": 77, "seed": 0}
+    assert "seed" not in sampling_kwargs(77, seeded=False)  # the CPU backend: see sampling_kwargs
 
 
 def test_vllm_video_prompt_carries_presampled_frames(tiny_models):

@@ -112,8 +112,13 @@ def llm_kwargs(config: EngineConfig, model: LoadedModel) -> dict:
     return kwargs
 
 
-def sampling_kwargs(max_tokens: int) -> dict:
-    return {"temperature": TEMPERATURE, "top_p": TOP_P, "repetition_penalty": REPETITION_PENALTY, "max_tokens": max_tokens, "seed": 0}
+def sampling_kwargs(max_tokens: int, seeded: bool = True) -> dict:
+    """The reference's sampling. ``seeded``: a per-request seed, for identical captions run to
+    run on a GPU. vLLM's CPU backend cannot rewind a seeded CPU generator when a long prompt's
+    prefill is split over steps (``CPU Generator does not use offset``, the engine dies), so it
+    samples unseeded there; top_p 0.001 keeps only the likeliest token anyway."""
+    kwargs = {"temperature": TEMPERATURE, "top_p": TOP_P, "repetition_penalty": REPETITION_PENALTY, "max_tokens": max_tokens}
+    return {**kwargs, "seed": 0} if seeded else kwargs
 
 
 def video_metadata(request: VideoRequest) -> dict:
@@ -186,6 +191,7 @@ class VllmEngine(Engine):
         except ImportError as exc:
             raise EngineError("the vLLM engine needs vllm: pip install -e '.[gpu]' (GPU machines)") from exc
         self._sampling = SamplingParams
+        self.on_gpu = cuda_visible()
         self.llm = LLM(**llm_kwargs(config, model))
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
@@ -210,7 +216,7 @@ class VllmEngine(Engine):
             kept_prompts.append(prompt)
         if not kept:
             return results
-        params = [self._sampling(**sampling_kwargs(r.max_tokens)) for r in kept]
+        params = [self._sampling(**sampling_kwargs(r.max_tokens, seeded=self.on_gpu)) for r in kept]
         # One call for everything waiting (this partition's and other tasks' windows); vLLM
         # batches them continuously. Outputs come in submission order: mapped by id here.
         outputs = self.llm.generate(kept_prompts, params, use_tqdm=False)
