@@ -34,23 +34,18 @@ from daskcap.stages.caption import CaptionEnhancementStage, CaptionGenerationSta
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1500)]
 
-# Every process this module starts (engine workers, vLLM's EngineCore and its workers) inherits
-# this tag, so the checks below see this module's vLLM processes and no one else's.
-TAG = f"{os.getpid()}-{time.time_ns()}"
-os.environ["DASKCAP_VLLM_TEST_TAG"] = TAG
+# vLLM retitles its processes (VLLM::EngineCore, VLLM::Worker...), which also overwrites what
+# /proc shows of their environment: they are told apart by their start, after this module's.
+MODULE_START = time.time()
 
 
 def vllm_processes() -> list[psutil.Process]:
-    """The live vLLM processes (EngineCore, its workers) started from this test module."""
+    """The live vLLM processes (EngineCore, its workers) started since this module began."""
     found = []
-    for process in psutil.process_iter(["name", "status"]):
-        if not (process.info["name"] or "").startswith("VLLM::") or process.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        try:
-            if process.environ().get("DASKCAP_VLLM_TEST_TAG") == TAG:
-                found.append(process)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
+    for process in psutil.process_iter(["name", "status", "create_time"]):
+        if (process.info["name"] or "").startswith("VLLM::") and process.info["status"] != psutil.STATUS_ZOMBIE \
+                and process.info["create_time"] >= MODULE_START - 1:
+            found.append(process)
     return found
 
 
@@ -138,7 +133,7 @@ def caption_args(videos, output, tiny_models, *extra: str) -> list[str]:
         "--captioning-model", str(tiny_models["vlm"]), "--captioning-stage2-caption",
         "--enhance-captions", "--enhance-captions-model", str(tiny_models["lm"]),
         "--captioning-max-output-tokens", "24", "--enhance-captions-max-output-tokens", "48",
-        "--captioning-window-size", "30", "--windows-per-partition", "8",
+        "--captioning-window-size", "30", "--captioning-remainder-threshold", "15", "--windows-per-partition", "8",
         "--n-workers", "1", "--engine-workers", "1", "--quiet", *extra,
     ]
 
