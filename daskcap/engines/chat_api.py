@@ -54,14 +54,14 @@ def caption_body(request: VideoRequest, spec: EndpointSpec) -> dict:
     if spec.video == "mp4":
         if request.mp4 is None:
             raise ValueError("the window has no mp4 to send (endpoint video mode mp4 needs window mp4s)")
+        # The server samples the mp4 itself, at its own rate (Qwen-VL's processors: 2 fps, daskcap's
+        # default too). No per-request mm_processor_kwargs: vLLM's server refuses them with 400
+        # unless started with --trust-request-mm-kwargs.
         media = [{"type": "video_url", "video_url": {"url": _data_url("video/mp4", request.mp4)}}]
-        # The server samples the mp4 itself: at the rate daskcap sampled the window.
-        extra = {"mm_processor_kwargs": {"fps": round(float(request.sampled_fps), 6)}}
     else:
         media = [{"type": "image_url", "image_url": {"url": _data_url("image/png", png(frame))}} for frame in request.frames]
-        extra = {}
     content = [*media, {"type": "text", "text": request.prompt}]
-    return {"model": spec.model, "messages": [{"role": "user", "content": content}], **sampling(request.max_tokens), **extra}
+    return {"model": spec.model, "messages": [{"role": "user", "content": content}], **sampling(request.max_tokens)}
 
 
 def text_body(request: TextRequest, spec: EndpointSpec) -> dict:
