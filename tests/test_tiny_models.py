@@ -13,7 +13,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -26,6 +25,7 @@ from daskcap.stages.clip import FixedStrideClipStage, make_clips
 from daskcap.stages.prepare import CaptionPreparationStage, prepare_windows
 from daskcap.stages.read import VideoReaderStage, read_videos
 from daskcap.synthetic import REVERSED, MovingSquare, write_clip
+from videogen import pack_rgb_frames
 
 REPLACEMENT = "\ufffd"  # what invalid UTF-8 decodes to
 
@@ -104,15 +104,11 @@ def _caption(windows: pd.DataFrame, tiny_models, host: EngineHost) -> list[str]:
 
 def _with_frames(windows: pd.DataFrame, change) -> pd.DataFrame:
     """The windows with ``change`` applied to each one's (T, H, W, 3) RGB sampled frames."""
-    import av
-
     changed = windows.copy()
-    packed = []
-    for window in windows.itertuples():
-        rgb = change(schema.unpack_frames(window.sampled_frames, window.num_sampled_frames, window.sampled_height, window.sampled_width))
-        planes = [av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").reformat(format="yuv420p").to_ndarray() for f in rgb]
-        packed.append(schema.pack_frames(np.stack(planes)))
-    changed["sampled_frames"] = packed
+    changed["sampled_frames"] = [
+        pack_rgb_frames(change(schema.unpack_frames(w.sampled_frames, w.num_sampled_frames, w.sampled_height, w.sampled_width)))
+        for w in windows.itertuples()
+    ]
     return changed
 
 

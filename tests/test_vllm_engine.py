@@ -8,7 +8,6 @@ installed.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,6 +20,9 @@ import psutil
 import pytest
 
 vllm = pytest.importorskip("vllm")
+
+from conftest import ARTIFACTS  # noqa: E402
+from videogen import pack_rgb_frames  # noqa: E402
 
 from daskcap import prompts, schema, synthetic  # noqa: E402
 from daskcap.engines.base import EngineConfig, LoadedModel, VideoRequest  # noqa: E402
@@ -70,7 +72,8 @@ def test_the_same_weights_name_the_same_words_in_both_engines(tiny_models):
     plan = TrainingPlan()
     by_engine = {backend: evaluate(directory, plan, backend) for backend in ("transformers", "vllm")}
     print(json.dumps(by_engine, indent=2))
-    (Path(os.environ.get("DASKCAP_ARTIFACTS", "test-artifacts")) / "vllm-held-out.json").write_text(json.dumps(by_engine, indent=2) + "\n")
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "vllm-held-out.json").write_text(json.dumps(by_engine, indent=2) + "\n")
     hf, vl = by_engine["transformers"], by_engine["vllm"]
     for measure in ("colour_accuracy", "direction_accuracy", "stage2_both_right", "enhancement_keeps_words"):
         assert abs(hf[measure] - vl[measure]) <= 0.05, (measure, by_engine)
@@ -198,18 +201,15 @@ def test_an_existing_cluster_keeps_its_engines_across_jobs(square_videos, tiny_m
 def _windows(short: int, long: int) -> pd.DataFrame:
     """Window rows with model input, as the prepare stage writes them: ``short`` windows of
     1 s and ``long`` ones of 8 s (more frames, more vision tokens)."""
-    import av
-
     rng = np.random.default_rng(11)
     rows = []
     for i in range(short + long):
         seconds = 1.0 if i < short else 8.0
         frames, _ = window_frames(synthetic.random_square(rng), 320, 240, 30, seconds)
-        planes = np.stack([av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p").to_ndarray() for f in frames])
         rows.append({
             "clip_id": f"clip-{i}", "window_index": 0, "status": schema.OK, "prompt": prompts.CAPTION_PROMPTS["default"],
             "start_frame": 0, "end_frame": int(seconds * 30) - 1, "fps": 30.0,
-            "sampled_frames": schema.pack_frames(planes), "num_sampled_frames": len(frames),
+            "sampled_frames": pack_rgb_frames(frames), "num_sampled_frames": len(frames),
             "sampled_height": frames.shape[1], "sampled_width": frames.shape[2],
         })
     return schema.frame_from_rows(rows, schema.WINDOW_SCHEMA)

@@ -18,6 +18,15 @@ import numpy as np
 STAMP_BITS = 11  # up to 2047 frames
 
 
+def pack_rgb_frames(frames: np.ndarray) -> bytes:
+    """(T, H, W, 3) RGB frames as the ``sampled_frames`` column holds them (yuv420p planes,
+    packed by ``schema.pack_frames``): model input for window rows a test builds."""
+    from daskcap import schema
+
+    planes = [av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").reformat(format="yuv420p").to_ndarray() for f in frames]
+    return schema.pack_frames(np.stack(planes))
+
+
 def stamped_frame(index: int, width: int, height: int) -> np.ndarray:
     image = np.zeros((height, width, 3), dtype=np.uint8)
     image[:, :, 2] = 60  # a blue tint, so frames are not pure black

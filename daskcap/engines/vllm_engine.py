@@ -209,7 +209,7 @@ class VllmEngine(Engine):
             if tokens is not None and tokens >= self.max_model_len:
                 results[request.request_id] = (
                     f"the prompt is {tokens} tokens and the model's length is {self.max_model_len}: "
-                    "fewer or smaller frames (--max-frames, a shorter window) or a larger max_model_len (--vllm-kwargs)"
+                    "fewer frames (--captioning-sampling-fps, --captioning-window-size) or a larger max_model_len (--vllm-kwargs)"
                 )
                 continue
             kept.append(request)
@@ -243,7 +243,4 @@ class VllmEngine(Engine):
         collector gets to it: a replaced or failed engine must not hold memory or outlive
         the worker."""
         llm, self.llm = self.llm, None
-        try:
-            llm.llm_engine.engine_core.shutdown()
-        finally:
-            del llm
+        llm.llm_engine.engine_core.shutdown()
